@@ -1,0 +1,1 @@
+"""The compiler: layer graph, kernel rules, symbolic checks, code generation."""

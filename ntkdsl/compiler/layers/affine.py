@@ -1,0 +1,86 @@
+"""Affine layers: Dense and Conv (paper eq. 1; standard parameterisation: appendix F)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import Layer, LayerArgError, Shape, ShapeError, per_axis, spatial_out
+
+PADDINGS = ("SAME", "VALID", "CIRCULAR")
+PARAMETERIZATIONS = ("ntk", "standard")
+
+
+def _check_common(layer) -> None:
+    if isinstance(layer.out, bool) or not isinstance(layer.out, int) or layer.out <= 0:
+        raise LayerArgError("out", f"'out' must be a positive integer, got {layer.out!r}")
+    for arg in ("W_std", "b_std"):
+        v = getattr(layer, arg)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or v != v:
+            raise LayerArgError(arg, f"'{arg}' must be a number >= 0, got {v!r}")
+    if layer.parameterization not in PARAMETERIZATIONS:
+        raise LayerArgError(
+            "parameterization",
+            f"'parameterization' must be \"ntk\" or \"standard\", got {layer.parameterization!r}",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dense(Layer):
+    """``Dense(out, W_std=1, b_std=0, parameterization="ntk")``: affine map over the last axis."""
+
+    spec_name = "Dense"
+    out: int
+    W_std: float = 1.0
+    b_std: float = 0.0
+    parameterization: str = "ntk"
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+    def out_shape(self, shape: Shape) -> Shape:
+        return (*shape[:-1], self.out)
+
+
+def _check_window(value, arg: str) -> None:
+    vals = value if isinstance(value, tuple) else (value,)
+    if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in vals):
+        raise LayerArgError(
+            arg, f"'{arg}' must be a positive integer or a tuple of them, got {value!r}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conv(Layer):
+    """``Conv(out, kernel, strides=1, padding=SAME, ...)``: convolution over the spatial axes."""
+
+    spec_name = "Conv"
+    out: int
+    kernel: int | tuple[int, ...]
+    strides: int | tuple[int, ...] = 1
+    padding: str = "SAME"
+    W_std: float = 1.0
+    b_std: float = 0.0
+    parameterization: str = "ntk"
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        _check_window(self.kernel, "kernel")
+        _check_window(self.strides, "strides")
+        if self.padding not in PADDINGS:
+            raise LayerArgError(
+                "padding", f"'padding' must be SAME, VALID or CIRCULAR, got {self.padding!r}"
+            )
+
+    def out_shape(self, shape: Shape) -> Shape:
+        nd = len(shape) - 1
+        if nd < 1:
+            raise ShapeError(
+                f"Conv needs spatial axes, but its input has shape {shape} (no spatial axes)"
+            )
+        ks = per_axis(self.kernel, nd, "kernel")
+        ss = per_axis(self.strides, nd, "strides")
+        sp = tuple(
+            spatial_out(n, k, s, self.padding, "kernel")
+            for n, k, s in zip(shape[:-1], ks, ss)
+        )
+        return (*sp, self.out)

@@ -1,0 +1,73 @@
+"""Structural layers: AvgPool, GlobalAvgPool, Flatten (the same linear map on K and Theta)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .affine import PADDINGS, _check_window
+from .base import Layer, LayerArgError, Shape, ShapeError, per_axis, spatial_out
+
+
+@dataclass(frozen=True, kw_only=True)
+class AvgPool(Layer):
+    """``AvgPool(window, strides=window, padding=VALID)``: average over spatial windows.
+
+    ``strides=None`` means "equal to the window", as the language defines.
+    """
+
+    spec_name = "AvgPool"
+    window: int | tuple[int, ...]
+    strides: int | tuple[int, ...] | None = None
+    padding: str = "VALID"
+
+    def __post_init__(self) -> None:
+        _check_window(self.window, "window")
+        if self.strides is not None:
+            _check_window(self.strides, "strides")
+        if self.padding not in PADDINGS:
+            raise LayerArgError(
+                "padding", f"'padding' must be SAME, VALID or CIRCULAR, got {self.padding!r}"
+            )
+
+    @property
+    def effective_strides(self) -> int | tuple[int, ...]:
+        return self.window if self.strides is None else self.strides
+
+    def out_shape(self, shape: Shape) -> Shape:
+        nd = len(shape) - 1
+        if nd < 1:
+            raise ShapeError(
+                f"AvgPool needs spatial axes, but its input has shape {shape} (no spatial axes)"
+            )
+        ws = per_axis(self.window, nd, "window")
+        ss = per_axis(self.effective_strides, nd, "strides")
+        sp = tuple(
+            spatial_out(n, w, s, self.padding, "window") for n, w, s in zip(shape[:-1], ws, ss)
+        )
+        return (*sp, shape[-1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalAvgPool(Layer):
+    """``GlobalAvgPool``: mean over all spatial axes."""
+
+    spec_name = "GlobalAvgPool"
+
+    def out_shape(self, shape: Shape) -> Shape:
+        if len(shape) < 2:
+            raise ShapeError(
+                f"GlobalAvgPool needs spatial axes, but its input has shape {shape} "
+                "(no spatial axes)"
+            )
+        return (shape[-1],)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flatten(Layer):
+    """``Flatten``: all axes but the batch axis into one."""
+
+    spec_name = "Flatten"
+
+    def out_shape(self, shape: Shape) -> Shape:
+        return (math.prod(shape),)

@@ -1,0 +1,1 @@
+"""The spec grammar (lark), its AST and the parser boundary."""
