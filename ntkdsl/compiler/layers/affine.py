@@ -40,6 +40,19 @@ class Dense(Layer):
     def out_shape(self, shape: Shape) -> Shape:
         return (*shape[:-1], self.out)
 
+    # -- finite width (compiler/network.py) --
+    def init(self, key, shape):
+        """Finite-width params for inputs of ``shape`` (no batch): ``(out_shape, params)``."""
+        from .. import network
+
+        return network.dense_init(self, key, shape)
+
+    def apply(self, params, x):
+        """The finite layer on ``x`` (with batch axis)."""
+        from .. import network
+
+        return network.dense_apply(self, params, x)
+
 
 def _check_window(value, arg: str) -> None:
     vals = value if isinstance(value, tuple) else (value,)
@@ -84,3 +97,16 @@ class Conv(Layer):
             for n, k, s in zip(shape[:-1], ks, ss)
         )
         return (*sp, self.out)
+
+    # -- finite width (compiler/network.py) --
+    def init(self, key, shape):
+        """Finite-width params for inputs of ``shape`` (no batch): ``(out_shape, params)``."""
+        from .. import network
+
+        return network.conv_init(self, key, shape)
+
+    def apply(self, params, x):
+        """The finite layer on ``x`` (with batch axis)."""
+        from .. import network
+
+        return network.conv_apply(self, params, x)

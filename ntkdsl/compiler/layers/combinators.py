@@ -24,6 +24,19 @@ class Serial(Layer):
     def describe(self) -> str:
         return "Serial"
 
+    # -- finite width (compiler/network.py) --
+    def init(self, key, shape):
+        """Finite-width params for inputs of ``shape`` (no batch): ``(out_shape, params)``."""
+        from .. import network
+
+        return network.serial_init(self, key, shape)
+
+    def apply(self, params, x):
+        """The finite layer on ``x`` (with batch axis)."""
+        from .. import network
+
+        return network.serial_apply(self, params, x)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Residual(Layer):
@@ -53,3 +66,16 @@ class Residual(Layer):
 
     def describe(self) -> str:
         return "Residual" if self.shortcut is None else "Residual with shortcut"
+
+    # -- finite width (compiler/network.py) --
+    def init(self, key, shape):
+        """Finite-width params for inputs of ``shape`` (no batch): ``(out_shape, params)``."""
+        from .. import network
+
+        return network.residual_init(self, key, shape)
+
+    def apply(self, params, x):
+        """The finite layer on ``x`` (with batch axis)."""
+        from .. import network
+
+        return network.residual_apply(self, params, x)

@@ -47,6 +47,17 @@ class AvgPool(Layer):
         )
         return (*sp, shape[-1])
 
+    # -- finite width (compiler/network.py) --
+    def init(self, key, shape):
+        """No params: ``(out_shape, ())``."""
+        return self.out_shape(shape), ()
+
+    def apply(self, params, x):
+        """The finite layer on ``x`` (with batch axis)."""
+        from .. import network
+
+        return network.avg_pool_apply(self, x)
+
 
 @dataclass(frozen=True, kw_only=True)
 class GlobalAvgPool(Layer):
@@ -62,6 +73,17 @@ class GlobalAvgPool(Layer):
             )
         return (shape[-1],)
 
+    # -- finite width (compiler/network.py) --
+    def init(self, key, shape):
+        """No params: ``(out_shape, ())``."""
+        return self.out_shape(shape), ()
+
+    def apply(self, params, x):
+        """The finite layer on ``x`` (with batch axis)."""
+        from .. import network
+
+        return network.global_avg_pool_apply(x)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Flatten(Layer):
@@ -71,3 +93,14 @@ class Flatten(Layer):
 
     def out_shape(self, shape: Shape) -> Shape:
         return (math.prod(shape),)
+
+    # -- finite width (compiler/network.py) --
+    def init(self, key, shape):
+        """No params: ``(out_shape, ())``."""
+        return self.out_shape(shape), ()
+
+    def apply(self, params, x):
+        """The finite layer on ``x`` (with batch axis)."""
+        from .. import network
+
+        return network.flatten_apply(x)
