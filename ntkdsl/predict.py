@@ -1,0 +1,919 @@
+"""Training dynamics and Gaussian-process predictions (Lee et al. 2019, eq. 6-16).
+
+Everything here works on plain kernel matrices, so the same code serves the
+analytic kernels of a spec (infinite width) and the empirical NTK of a finite
+network (its linearisation). See ``docs/maths.md`` for the derivations.
+
+Conventions
+-----------
+* Kernels are per-output matrices ``(n1, n2)`` and act on outputs
+  ``(n, k)`` as ``Theta (x) I_k`` (outputs are independent). The MSE dynamics
+  (:func:`gradient_descent_mse`) also accept a full kernel ``(n1, k, n2, k)``
+  (a finite net's empirical NTK without averaging over outputs), which makes
+  the linearised dynamics of a finite net exact.
+* ``loss="total"`` (the paper's eq. 2): ``L = sum_i 1/2 |f(x_i) - y_i|^2``, so
+  gradient flow is ``df/dt = -eta Theta (f - y)``.
+  ``loss="mean"`` (the peer library's convention): ``L = 1/(2 n k) sum |f - y|^2``
+  over the ``n k = y_train.size`` entries, which is the total loss with
+  ``eta`` replaced by ``eta / (n k)``; every function below takes ``loss`` and
+  rescales the learning rate exactly so.
+* Continuous time ``t`` is the paper's: ``f_t = (I - e^{-eta Theta t}) Y + ...``.
+  For discrete optimisers (``"gd"``, ``"momentum"``) ``t`` counts steps.
+* ``diag_reg`` adds ``diag_reg * trace(K) / n`` to the diagonal of the train
+  kernel that is inverted (relative to its mean eigenvalue, so it is scale
+  free; the peer's default).
+
+Numerics: one symmetric eigendecomposition of the train kernel serves every
+finite time; ``t = inf`` uses a Cholesky solve (falling back to an
+eigenvalue-thresholded pseudo-inverse, with a warning, when the kernel is not
+numerically positive definite). Eigenvalues are clipped at 0. An
+ill-conditioned kernel warns with its condition number
+(:class:`IllConditionedWarning`); a learning rate above ``eta_critical`` warns
+for the discrete optimisers (:class:`LearningRateWarning`). All predictor
+objects are pure JAX in their time and test arguments, so they can be jitted.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import cho_solve, solve_triangular
+
+from .compiler.diagnostics import InputError
+
+jax.config.update("jax_enable_x64", True)
+
+Array = Any
+
+# ``ntkdsl.predict`` is this module (a namespace, like the peer's ``nt.predict``);
+# ntkdsl/__init__.py resolves the public name ``predict`` through this attribute.
+predict = sys.modules[__name__]
+
+LOSSES = ("total", "mean")
+OPTIMIZERS = ("flow", "gd", "momentum")
+KINDS = ("ntk", "nngp")
+
+
+class IllConditionedWarning(UserWarning):
+    """The train kernel is close to singular: solves lose digits."""
+
+
+class LearningRateWarning(UserWarning):
+    """A discrete-step learning rate above ``eta_critical``."""
+
+
+class Gaussian(NamedTuple):
+    """A predictive distribution: ``mean`` ``(..., m, k)`` and ``cov`` ``(..., m, m)``."""
+
+    mean: Array
+    cov: Array | None
+
+
+# -- input checks ----------------------------------------------------------------
+
+def _is_traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _as_array(x, name: str, dtype) -> jax.Array:
+    if x is None:
+        raise InputError(f"{name}: expected an array, got None")
+    try:
+        a = jnp.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{name}: expected a numeric array, got {type(x).__name__} ({e})") from e
+    if not _is_traced(a) and not bool(jnp.all(jnp.isfinite(a))):
+        bad = int(jnp.sum(~jnp.isfinite(a)))
+        raise InputError(f"{name}: expected finite values, got {bad} NaN/inf entries "
+                         f"in an array of shape {a.shape}")
+    return a
+
+
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        raise InputError(f"loss: expected one of {', '.join(LOSSES)}, got {loss!r}")
+
+
+def _targets(y, n: int, dtype) -> jax.Array:
+    y = _as_array(y, "y_train", dtype)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != n:
+        raise InputError(f"y_train: expected shape ({n}, outputs) to match the train kernel, "
+                         f"got {y.shape}")
+    return y
+
+
+def _square(k, name: str, dtype) -> jax.Array:
+    k = _as_array(k, name, dtype)
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise InputError(f"{name}: expected a square matrix (n, n), got shape {k.shape}")
+    return k
+
+
+def _rows(k, name: str, n: int, dtype) -> jax.Array:
+    k = _as_array(k, name, dtype)
+    if k.ndim != 2 or k.shape[1] != n:
+        raise InputError(f"{name}: expected shape (n_test, {n}), got {k.shape}")
+    return k
+
+
+def _dtype(dtype):
+    return jnp.float64 if dtype is None else jnp.dtype(dtype)
+
+
+def effective_learning_rate(learning_rate: float, y_size: int, loss: str = "total") -> float:
+    """The rate of the total-loss dynamics that the chosen ``loss`` convention amounts to.
+
+    Arguments:
+        learning_rate: the user's ``eta``.
+        y_size: number of target entries ``n k``.
+        loss: ``"total"`` (paper eq. 2, rate unchanged) or ``"mean"`` (rate / (n k)).
+
+    Returns:
+        ``eta`` for ``"total"``, ``eta / y_size`` for ``"mean"``.
+    """
+    _check_loss(loss)
+    lr = float(learning_rate)
+    if not math.isfinite(lr) or lr <= 0:
+        raise InputError(f"learning_rate: expected a positive number, got {learning_rate!r}")
+    return lr if loss == "total" else lr / y_size
+
+
+# -- the train kernel's spectrum ----------------------------------------------------
+
+def _regularize(k: jax.Array, diag_reg: float) -> jax.Array:
+    if diag_reg < 0:
+        raise InputError(f"diag_reg: expected a number >= 0, got {diag_reg}")
+    k = (k + k.T) / 2  # kernels are symmetric; remove rounding asymmetry before eigh
+    if diag_reg:
+        n = k.shape[0]
+        k = k + diag_reg * jnp.trace(k) / n * jnp.eye(n, dtype=k.dtype)
+    return k
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """The regularised train kernel, its eigendecomposition and (when it exists) Cholesky factor.
+
+    ``chol`` is ``None`` when the kernel is not numerically positive definite;
+    then ``t = inf`` uses ``pinv`` (eigenvalues below ``rcond * lambda_max``
+    dropped).
+    """
+
+    kernel: jax.Array
+    evals: jax.Array  # clipped at 0, ascending
+    evecs: jax.Array
+    chol: jax.Array | None
+    condition: float
+
+    @property
+    def n(self) -> int:
+        return self.kernel.shape[0]
+
+    def solve(self, rhs: jax.Array) -> jax.Array:
+        """``K^{-1} rhs`` (Cholesky, or the thresholded pseudo-inverse)."""
+        if self.chol is not None:
+            return cho_solve((self.chol, True), rhs)
+        lam = self.evals
+        cut = lam[-1] * self.n * jnp.finfo(lam.dtype).eps
+        inv = jnp.where(lam > cut, 1 / jnp.where(lam > cut, lam, 1), 0)
+        return self.evecs @ (inv[:, None] * (self.evecs.T @ rhs))
+
+    def half_solve(self, rhs: jax.Array) -> jax.Array:
+        """``Z`` with ``Z^T Z = rhs^T K^{-1} rhs`` (keeps posterior covariances symmetric)."""
+        if self.chol is not None:
+            return solve_triangular(self.chol, rhs, lower=True)
+        lam = self.evals
+        cut = lam[-1] * self.n * jnp.finfo(lam.dtype).eps
+        inv = jnp.where(lam > cut, 1 / jnp.sqrt(jnp.where(lam > cut, lam, 1)), 0)
+        return inv[:, None] * (self.evecs.T @ rhs)
+
+
+def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k_train_train",
+             warn: bool = True) -> Spectrum:
+    """Regularise, eigendecompose and Cholesky-factor a train kernel, warning if ill-conditioned.
+
+    Arguments:
+        k_train_train: ``(n, n)`` kernel on the training inputs.
+        diag_reg: relative diagonal regulariser (times ``trace / n``).
+        dtype: computation dtype (default float64).
+        name: how errors and warnings name the kernel.
+        warn: emit :class:`IllConditionedWarning` when the condition number exceeds
+            ``1e-3 / eps`` (about 4.5e12 in float64: solves may lose all but 3 digits).
+
+    Returns:
+        A :class:`Spectrum`.
+    """
+    dtype = _dtype(dtype)
+    k = _regularize(_square(k_train_train, name, dtype), float(diag_reg))
+    evals, evecs = jnp.linalg.eigh(k)
+    if not _is_traced(evals) and not bool(jnp.all(jnp.isfinite(evals))):
+        raise InputError(f"{name}: eigendecomposition failed (non-finite eigenvalues)")
+    lam_max = float(evals[-1]) if not _is_traced(evals) else 1.0
+    lam_min = float(evals[0]) if not _is_traced(evals) else 1.0
+    eps = float(jnp.finfo(dtype).eps)
+    condition = lam_max / lam_min if lam_min > 0 else math.inf
+    chol = None
+    if lam_min > 0:
+        chol = jnp.linalg.cholesky(k)
+        if not _is_traced(chol) and not bool(jnp.all(jnp.isfinite(chol))):
+            chol = None
+    if warn and (condition > 1e-3 / eps or chol is None) and lam_max > 0:
+        how = ("is not numerically positive definite" if chol is None
+               else "is ill-conditioned")
+        warnings.warn(
+            f"{name} {how} (condition number {condition:.3g}, smallest eigenvalue "
+            f"{lam_min:.3g}, largest {lam_max:.3g}, {jnp.dtype(dtype).name}); t = inf solves and "
+            f"posteriors lose accuracy{' (using a pseudo-inverse)' if chol is None else ''}; "
+            f"pass diag_reg (e.g. 1e-6) to regularise",
+            IllConditionedWarning, stacklevel=3)
+    if lam_max <= 0 and not _is_traced(evals):
+        raise InputError(f"{name}: expected a positive semi-definite kernel with a positive "
+                         f"eigenvalue, got largest eigenvalue {lam_max:.3g}")
+    return Spectrum(k, jnp.maximum(evals, 0), evecs, chol, condition)
+
+
+def eta_critical(k_train_train, *, loss: str = "total", n_outputs: int = 1,
+                 momentum: float = 0.0) -> float:
+    """The paper's critical learning rate ``2 / (lambda_min + lambda_max)`` of the train kernel.
+
+    Below it, discrete gradient descent contracts every eigenmode monotonically
+    (Theorem 2.1's condition); it diverges above ``2 / lambda_max``. With the
+    mean loss the value is multiplied by ``n * n_outputs`` (see module docs);
+    with momentum ``beta`` by ``1 + beta`` (each mode's recurrence is stable for
+    ``0 < eta lambda < 2 (1 + beta)``).
+
+    Arguments:
+        k_train_train: ``(n, n)`` per-output kernel or full ``(n, k, n, k)`` kernel.
+        loss: ``"total"`` or ``"mean"``.
+        n_outputs: outputs per example ``k`` (only used for ``loss="mean"`` with a 2-D kernel).
+        momentum: heavy-ball momentum ``beta`` in ``[0, 1)``.
+
+    Returns:
+        ``eta_critical`` as a Python float.
+    """
+    _check_loss(loss)
+    k = jnp.asarray(k_train_train, jnp.float64)
+    if k.ndim == 4:
+        n_outputs = 1
+        k = k.reshape(k.shape[0] * k.shape[1], -1)
+    k = _square(k, "k_train_train", jnp.float64)
+    lam = jnp.linalg.eigvalsh((k + k.T) / 2)
+    lam_min, lam_max = max(float(lam[0]), 0.0), float(lam[-1])
+    if lam_max <= 0:
+        raise InputError(f"k_train_train: expected a positive eigenvalue, got {lam_max:.3g}")
+    eta = 2 * (1 + momentum) / (lam_min + lam_max)
+    return eta * (k.shape[0] * n_outputs if loss == "mean" else 1)
+
+
+# -- per-eigenmode factors of the dynamics ------------------------------------------
+#
+# Every linear dynamics below has, per eigenmode (lambda, v) of the train kernel,
+#   residual_t = s(t) * residual_0        (residual = f_train - y along v)
+#   c_t        = -h(t) * residual_0 with h = (1 - s) / lambda   (the coefficient in
+#   omega_t - omega_0 = J^T c_t and f_test_t - f_test_0 = Theta_tX c_t),
+# with h(t) -> its lambda -> 0 limit on null modes.
+
+def _flow_factors(lam, t, eta):
+    """Gradient flow: ``s = e^{-eta lam t}``, ``h = (1 - s) / lam`` (-> ``eta t``)."""
+    x = eta * lam[None, :] * t[:, None]
+    pos = lam > 0
+    h = jnp.where(pos, -jnp.expm1(-x) / jnp.where(pos, lam, 1), eta * t[:, None])
+    return jnp.exp(-x), h
+
+
+def _int_power(base, n):
+    """``base ** n`` for integer-valued ``n`` and any sign of ``base``."""
+    mag = jnp.power(jnp.abs(base), n)
+    odd = jnp.mod(n, 2) == 1
+    return jnp.where((base < 0) & odd, -mag, mag)
+
+
+def _gd_factors(lam, n, eta):
+    """Discrete GD: ``s = (1 - eta lam)^n``, ``h = (1 - s) / lam`` (-> ``eta n``)."""
+    x = eta * lam[None, :]
+    n = n[:, None]
+    small = x < 1  # 1 - x > 0: the accurate log1p/expm1 form
+    logb = jnp.log1p(-jnp.where(small, x, 0))
+    s_small = jnp.exp(n * logb)
+    s = jnp.where(small, s_small, _int_power(1 - x, n))
+    pos = lam > 0
+    lam_safe = jnp.where(pos, lam, 1)
+    h = jnp.where(small, -jnp.expm1(n * logb) / lam_safe, (1 - s) / lam_safe)
+    return s, jnp.where(pos, h, eta * n)
+
+
+def _chebyshev_g(n, a, beta):
+    """``G_n = (z1^n - z2^n) / (z1 - z2)`` for the roots of ``z^2 - a z + beta``.
+
+    ``G_0 = 0``, ``G_1 = 1``, ``G_{n+1} = a G_n - beta G_{n-1}``. Evaluated
+    without cancellation: real roots as ``z1^{n-1} (1 - q^n) / (1 - q)`` with
+    ``q = z2 / z1`` and ``1 - q`` computed from the discriminant; complex roots
+    ``s e^{+-i theta}`` as ``s^{n-1} sin(n theta) / sin(theta)``; a repeated
+    root as ``n z^{n-1}``. ``n`` is integer valued, ``beta >= 0``.
+    """
+    disc = a * a - 4 * beta
+    sgn = jnp.where(a < 0, -1.0, 1.0)
+    absa = jnp.abs(a)
+    flip = jnp.where((sgn < 0) & (jnp.mod(n - 1, 2) == 1), -1.0, 1.0)  # G_n(-a) = (-1)^{n-1} G_n(a)
+    # real roots (disc >= 0): |z1| = (|a| + r) / 2, 1 - q = r / |z1|
+    r = jnp.sqrt(jnp.maximum(disc, 0))
+    z1 = (absa + r) / 2
+    d = jnp.where(z1 > 0, r / jnp.where(z1 > 0, z1, 1), 0)
+    d_pos = d > 0
+    d_safe = jnp.where(d_pos, d, 0.5)
+    ratio = jnp.where(d_pos, -jnp.expm1(n * jnp.log1p(-d_safe)) / d_safe, n)
+    ratio = jnp.where(d >= 1, 1.0, ratio)  # q = 0 (beta = 0): (1 - 0^n) / 1 = 1 for n >= 1
+    g_real = jnp.power(z1, n - 1) * ratio
+    # complex roots (disc < 0, so beta > 0)
+    im = jnp.sqrt(jnp.maximum(-disc, 0))
+    s = jnp.sqrt(beta)
+    theta = jnp.arctan2(im, absa)
+    sin_t = jnp.where(im > 0, im / (2 * jnp.where(s > 0, s, 1)), 1)
+    g_cplx = jnp.power(s, n - 1) * jnp.sin(n * theta) / sin_t
+    g = flip * jnp.where(disc >= 0, g_real, g_cplx)
+    return jnp.where(n == 0, 0.0, g)
+
+
+def _momentum_factors(lam, n, eta, beta):
+    """Heavy-ball momentum, per mode ``e_{i+1} = (1 + beta - eta lam) e_i - beta e_{i-1}``.
+
+    With ``e_0 = 1`` and ``e_1 = 1 - eta lam`` (zero initial velocity) the
+    solution is ``e_n = G_{n+1} - beta G_n`` (see :func:`_chebyshev_g`).
+    ``h = (1 - e_n) / lam`` switches to its ``lam -> 0`` limit
+    ``eta sum_{k=1}^n (1 - beta^k) / (1 - beta)`` once ``eta lam n / (1 - beta)`` is
+    below 1e-8, where the difference would cancel.
+    """
+    x = eta * lam[None, :]
+    n = n[:, None]
+    a = 1 + beta - x
+    s = _chebyshev_g(n + 1, a, beta) - beta * _chebyshev_g(n, a, beta)
+    pos = lam > 0
+    lam_safe = jnp.where(pos, lam, 1)
+    if beta > 0:
+        limit = eta * (n - beta * (1 - beta ** n) / (1 - beta)) / (1 - beta)
+    else:
+        limit = eta * n
+    tiny = x * jnp.maximum(n, 1) / (1 - beta) < 1e-8
+    h = jnp.where(pos & ~tiny, (1 - s) / lam_safe, limit)
+    return s, h
+
+
+def _mode_factors(optimizer: str, lam, t, eta: float, momentum: float):
+    if optimizer == "flow":
+        return _flow_factors(lam, t, eta)
+    if optimizer == "gd":
+        return _gd_factors(lam, t, eta)
+    return _momentum_factors(lam, t, eta, momentum)
+
+
+def _times(t, dtype) -> tuple[jax.Array, tuple[int, ...]]:
+    t = jnp.asarray(t, dtype)
+    if not _is_traced(t):
+        if bool(jnp.any(jnp.isnan(t))) or bool(jnp.any(t < 0)):
+            raise InputError(f"t: expected times >= 0 (inf allowed), got {np.asarray(t)}")
+    return t.reshape(-1), t.shape
+
+
+def _check_steps(t, optimizer: str) -> None:
+    if optimizer != "flow" and not _is_traced(t):
+        finite = t[jnp.isfinite(t)]
+        if bool(jnp.any(finite != jnp.round(finite))):
+            raise InputError(f"t: expected whole numbers of steps for optimizer={optimizer!r}, "
+                             f"got {np.asarray(t)}")
+
+
+# -- MSE dynamics of a linear(ised) model: eq. 8-11 and discrete analogues ------------
+
+@dataclass(frozen=True)
+class MSEDynamics:
+    """Closed-form MSE training of a linear model with train kernel ``Theta`` (eq. 8-11).
+
+    Built by :func:`gradient_descent_mse`. Call it as
+    ``dyn(t, fx_train_0, fx_test_0=None, k_test_train=None)``; use
+    :meth:`coefficients` / :meth:`weight_change` for eq. 8.
+    """
+
+    spec: Spectrum
+    y_train: jax.Array  # (N, k) in flattened layout
+    eta: float  # effective rate of the total-loss dynamics
+    optimizer: str
+    momentum: float
+    n_outputs: int
+    full: bool  # True: kernel was (n, k, n, k), layout flattened to (n k, 1)
+
+    def _flat_train(self, fx):
+        fx = jnp.broadcast_to(jnp.asarray(fx, self.y_train.dtype),
+                              (self.y_train.shape[0] // (self.n_outputs if self.full else 1),
+                               self.n_outputs))
+        return fx.reshape(-1, 1) if self.full else fx
+
+    def residual_coefficients(self, t, fx_train_0=0.0):
+        """Per-time coefficients of the dynamics.
+
+        Arguments:
+            t: times (steps for discrete optimisers), any shape; ``inf`` allowed.
+            fx_train_0: train outputs at initialisation ``(n, k)`` (a scalar broadcasts).
+
+        Returns:
+            ``(fx_train_t, c_t)``: train outputs ``(*t.shape, n, k)`` and the
+            coefficients ``c_t`` ``(*t.shape, n, k)`` with
+            ``omega_t - omega_0 = J^T c_t`` and ``f_test_t - f_test_0 = Theta_tX c_t``
+            (``c_t = -Theta^{-1} (I - e^{-eta Theta t}) (f_0 - Y)``, eq. 8).
+        """
+        dtype = self.y_train.dtype
+        tt, shape = _times(t, dtype)
+        _check_steps(tt, self.optimizer)
+        r0 = self._flat_train(fx_train_0) - self.y_train
+        inf = jnp.isinf(tt)
+        s, h = _mode_factors(self.optimizer, self.spec.evals, jnp.where(inf, 0, tt), self.eta,
+                             self.momentum)
+        v = self.spec.evecs
+        r0_modes = v.T @ r0  # (N, k)
+        fx = self.y_train + jnp.einsum("ij,tj,jk->tik", v, s, r0_modes)
+        c = -jnp.einsum("ij,tj,jk->tik", v, h, r0_modes)
+        c_inf = -self.spec.solve(r0)
+        fx = jnp.where(inf[:, None, None], self.y_train, fx)
+        c = jnp.where(inf[:, None, None], c_inf, c)
+        return self._unflat(fx, shape), self._unflat(c, shape)
+
+    def _unflat(self, a, shape):
+        if self.full:
+            a = a.reshape(a.shape[0], -1, self.n_outputs)
+        return a.reshape(*shape, *a.shape[1:])
+
+    def __call__(self, t, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
+        """Train (and test) outputs at times ``t`` (eq. 9-11).
+
+        Arguments:
+            t: times, any shape (steps for ``"gd"``/``"momentum"``); ``inf`` allowed.
+            fx_train_0: train outputs at ``t = 0``, ``(n, k)`` or a scalar.
+            fx_test_0: test outputs at ``t = 0``, ``(m, k)`` or a scalar (default 0).
+            k_test_train: ``(m, n)`` kernel (``(m, k, n, k)`` for a full kernel);
+                ``None`` returns only train outputs.
+
+        Returns:
+            ``(fx_train_t, fx_test_t)`` with leading axes ``t.shape``; ``fx_test_t``
+            is ``None`` without ``k_test_train``.
+        """
+        fx_train, c = self.residual_coefficients(t, fx_train_0)
+        if k_test_train is None:
+            return fx_train, None
+        k_tx = self._test_kernel(k_test_train)
+        m = k_tx.shape[0] // (self.n_outputs if self.full else 1)
+        f0 = jnp.broadcast_to(jnp.asarray(0.0 if fx_test_0 is None else fx_test_0,
+                                          self.y_train.dtype), (m, self.n_outputs))
+        tshape = jnp.shape(t)
+        c_flat = c.reshape(-1, *self.y_train.shape)
+        df = jnp.einsum("mn,tnk->tmk", k_tx, c_flat)
+        if self.full:
+            df = df.reshape(df.shape[0], m, self.n_outputs)
+        return fx_train, (f0 + df).reshape(*tshape, m, self.n_outputs)
+
+    def _test_kernel(self, k_test_train):
+        dtype = self.y_train.dtype
+        k = _as_array(k_test_train, "k_test_train", dtype)
+        if self.full:
+            if k.ndim != 4 or k.shape[1] != self.n_outputs or k.shape[3] != self.n_outputs:
+                raise InputError(f"k_test_train: expected a full kernel (m, {self.n_outputs}, "
+                                 f"n, {self.n_outputs}) like the train kernel, got {k.shape}")
+            k = k.reshape(k.shape[0] * k.shape[1], -1)
+        return _rows(k, "k_test_train", self.y_train.shape[0], dtype)
+
+    def weight_change(self, t, fx_train_0, *, jacobian=None, vjp_fn: Callable | None = None):
+        """``omega_t - omega_0`` of a linearised finite net (eq. 8).
+
+        Arguments:
+            t: times (any shape).
+            fx_train_0: train outputs at initialisation ``(n, k)``.
+            jacobian: ``d f(X) / d omega`` as an array ``(n, k, P)`` (flat parameters), or
+            vjp_fn: the ``vjp`` of ``omega -> f(X)`` at ``omega_0`` (``jax.vjp``'s second
+                output): maps a cotangent ``(n, k)`` to a 1-tuple of parameter pytrees.
+
+        Returns:
+            With ``jacobian``: an array ``(*t.shape, P)``; with ``vjp_fn``: the pytree
+            of parameter changes with leading axes ``t.shape``.
+        """
+        _, c = self.residual_coefficients(t, fx_train_0)
+        tshape = jnp.shape(t)
+        c = c.reshape(-1, *c.shape[len(tshape):])
+        if jacobian is not None:
+            jac = jnp.asarray(jacobian, c.dtype)
+            if jac.shape[:2] != c.shape[1:]:
+                raise InputError(f"jacobian: expected shape {c.shape[1:]} + (P,), "
+                                 f"got {jac.shape}")
+            return jnp.einsum("tnk,nkp->tp", c, jac).reshape(*tshape, -1)
+        if vjp_fn is None:
+            raise InputError("weight_change: expected jacobian= or vjp_fn=, got neither")
+        out = jax.vmap(lambda ci: vjp_fn(ci)[0])(c)
+        return jax.tree_util.tree_map(lambda a: a.reshape(*tshape, *a.shape[1:]), out)
+
+
+def gradient_descent_mse(k_train_train, y_train, *, learning_rate: float = 1.0,
+                         diag_reg: float = 0.0, loss: str = "total", optimizer: str = "flow",
+                         momentum: float = 0.9, dtype=None) -> MSEDynamics:
+    """Closed-form MSE training dynamics for a kernel (eq. 9-11, discrete GD, momentum).
+
+    Arguments:
+        k_train_train: ``(n, n)`` per-output kernel (acts as ``Theta (x) I_k``) or a full
+            ``(n, k, n, k)`` kernel.
+        y_train: targets ``(n, k)`` (or ``(n,)``).
+        learning_rate: ``eta``.
+        diag_reg: relative diagonal regulariser of the train kernel.
+        loss: ``"total"`` (paper eq. 2) or ``"mean"`` (rate divided by ``n k``).
+        optimizer: ``"flow"`` (continuous gradient flow, ``e^{-eta Theta t}``),
+            ``"gd"`` (``(I - eta Theta)^t`` after ``t`` steps) or ``"momentum"`` (heavy ball,
+            ``v <- momentum v - eta grad``, ``omega <- omega + v``, from ``v = 0``).
+        momentum: the heavy-ball coefficient ``beta`` in ``[0, 1)`` (``"momentum"`` only).
+        dtype: computation dtype (default float64).
+
+    Returns:
+        An :class:`MSEDynamics`; call it with ``(t, fx_train_0, fx_test_0, k_test_train)``.
+
+    Warns:
+        :class:`LearningRateWarning` for ``"gd"``/``"momentum"`` when the effective rate
+        exceeds ``eta_critical``; :class:`IllConditionedWarning` as :func:`spectrum`.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise InputError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, "
+                         f"got {optimizer!r}")
+    beta = float(momentum) if optimizer == "momentum" else 0.0
+    if not 0 <= beta < 1:
+        raise InputError(f"momentum: expected a number in [0, 1), got {momentum}")
+    dtype = _dtype(dtype)
+    k = _as_array(k_train_train, "k_train_train", dtype)
+    full = k.ndim == 4
+    if full:
+        n, kout = k.shape[0], k.shape[1]
+        if k.shape != (n, kout, n, kout):
+            raise InputError(f"k_train_train: expected a full kernel (n, k, n, k), "
+                             f"got {k.shape}")
+        y = _targets(y_train, n, dtype)
+        if y.shape[1] != kout:
+            raise InputError(f"y_train: expected {kout} outputs to match the full kernel, "
+                             f"got shape {y.shape}")
+        k = k.reshape(n * kout, n * kout)
+        y = y.reshape(-1, 1)
+    else:
+        k = _square(k, "k_train_train", dtype)
+        y = _targets(y_train, k.shape[0], dtype)
+        kout = y.shape[1]
+    eta = effective_learning_rate(learning_rate, y.size, loss)
+    spec = spectrum(k, diag_reg=diag_reg, dtype=dtype)
+    if optimizer != "flow":
+        _warn_learning_rate(spec, eta, beta, learning_rate, loss)
+    return MSEDynamics(spec, y, eta, optimizer, beta, kout, full)
+
+
+def _warn_learning_rate(spec: Spectrum, eta: float, beta: float, lr: float, loss: str) -> None:
+    if _is_traced(spec.evals):
+        return
+    lam_min, lam_max = float(spec.evals[0]), float(spec.evals[-1])
+    crit = 2 * (1 + beta) / (lam_min + lam_max)
+    if eta > crit * (1 + 1e-12):
+        scale = eta / lr
+        fate = ("diverges" if eta * lam_max > 2 * (1 + beta)
+                else "oscillates in its fastest modes but converges")
+        warnings.warn(
+            f"learning rate {lr:.6g} exceeds eta_critical = {crit / scale:.6g} "
+            f"(2(1+momentum)/(lambda_min+lambda_max) of the train kernel, loss={loss!r}); "
+            f"discrete training {fate}",
+            LearningRateWarning, stacklevel=3)
+
+
+# -- losses without a closed form: integrate eq. 6-7 ---------------------------------
+
+def _objective_grad(objective):
+    if callable(objective):
+        return jax.grad(objective)
+    if objective == "mse":
+        return lambda f, y: f - y
+    if objective == "cross_entropy":
+        return lambda f, y: jax.nn.softmax(f, axis=-1) - y
+    raise InputError(f"objective: expected 'mse', 'cross_entropy' or a function, "
+                     f"got {objective!r}")
+
+
+def gradient_flow(k_train_train, y_train, t, *, objective="cross_entropy", fx_train_0=0.0,
+                  fx_test_0=None, k_test_train=None, learning_rate: float = 1.0,
+                  loss: str = "total", max_step: float | None = None, dtype=None):
+    """Integrate the function-space gradient flow of any loss (eq. 6-7) with fixed-step RK4.
+
+    ``df_train/dt = -eta Theta dL/df_train`` and ``df_test/dt = -eta Theta_tX dL/df_train``
+    with a constant kernel (the linearised / infinite-width dynamics).
+
+    Accuracy: classical RK4 has global error ``O(h^4)``. The default step is
+    ``h = 0.1 / (eta lambda_max)`` (``lambda_max`` of the train kernel; for
+    cross-entropy the softmax Hessian has norm <= 1/2, for MSE 1), for which the
+    relative error of the stiffest linear mode is about ``(eta lambda h)^5 / 120 ~ 1e-7``
+    per step; pass ``max_step`` to trade accuracy for speed. Each interval between
+    requested times is split into equal steps of at most ``max_step``.
+
+    Arguments:
+        k_train_train: ``(n, n)`` kernel.
+        y_train: targets ``(n, k)`` (one-hot / probabilities for cross-entropy).
+        t: finite times ``>= 0`` (any order, any shape).
+        objective: ``"cross_entropy"`` (softmax over the last axis, summed over examples),
+            ``"mse"`` (``1/2 |f - y|^2``) or a function ``(f, y) -> scalar`` (the total loss).
+        fx_train_0, fx_test_0: outputs at ``t = 0``.
+        k_test_train: ``(m, n)`` kernel or ``None``.
+        learning_rate: ``eta``; loss: ``"total"`` or ``"mean"`` (rate divided by ``n k``).
+        max_step: the largest RK4 step.
+        dtype: default float64.
+
+    Returns:
+        ``(fx_train_t, fx_test_t)`` with leading axes ``t.shape`` (``fx_test_t`` None
+        without ``k_test_train``).
+    """
+    dtype = _dtype(dtype)
+    k = _square(k_train_train, "k_train_train", dtype)
+    y = _targets(y_train, k.shape[0], dtype)
+    eta = effective_learning_rate(learning_rate, y.size, loss)
+    grad = _objective_grad(objective)
+    tt, tshape = _times(t, dtype)
+    if not _is_traced(tt) and bool(jnp.any(jnp.isinf(tt))):
+        raise InputError("t: expected finite times for the ODE integrator, got inf")
+    if max_step is None:
+        lam_max = float(jnp.linalg.eigvalsh((k + k.T) / 2)[-1])
+        max_step = 0.1 / (eta * max(lam_max, 1e-300))
+    f_tr0 = jnp.broadcast_to(jnp.asarray(fx_train_0, dtype), y.shape)
+    k_tx = None
+    if k_test_train is not None:
+        k_tx = _rows(k_test_train, "k_test_train", k.shape[0], dtype)
+        f_te0 = jnp.broadcast_to(jnp.asarray(0.0 if fx_test_0 is None else fx_test_0, dtype),
+                                 (k_tx.shape[0], y.shape[1]))
+    else:
+        f_te0 = jnp.zeros((0, y.shape[1]), dtype)
+        k_tx = jnp.zeros((0, k.shape[0]), dtype)
+    order = jnp.argsort(tt)
+    ts = tt[order]
+
+    def rhs(state):
+        f_tr, _ = state
+        g = grad(f_tr, y)
+        return -eta * (k @ g), -eta * (k_tx @ g)
+
+    def rk4(state, h):
+        def add(a, b, c):
+            return jax.tree_util.tree_map(lambda u, v: u + c * v, a, b)
+        k1 = rhs(state)
+        k2 = rhs(add(state, k1, h / 2))
+        k3 = rhs(add(state, k2, h / 2))
+        k4 = rhs(add(state, k3, h))
+        return jax.tree_util.tree_map(
+            lambda s, a, b, c, d: s + h / 6 * (a + 2 * b + 2 * c + d), state, k1, k2, k3, k4)
+
+    def interval(carry, t_next):
+        state, t_now = carry
+        span = t_next - t_now
+        n_steps = jnp.maximum(jnp.ceil(span / max_step), 1).astype(jnp.int32)
+        h = span / n_steps
+        state = jax.lax.fori_loop(0, n_steps, lambda _, s: rk4(s, h), state)
+        return (state, t_next), state
+
+    _, (f_trs, f_tes) = jax.lax.scan(interval, ((f_tr0, f_te0), jnp.asarray(0.0, dtype)), ts)
+    inv = jnp.argsort(order)
+    f_trs = f_trs[inv].reshape(*tshape, *y.shape)
+    f_tes = f_tes[inv].reshape(*tshape, *f_te0.shape)
+    return f_trs, (f_tes if k_test_train is not None else None)
+
+
+# -- infinite-width predictive distributions: eq. 13-16 ------------------------------
+
+def gp_inference(k_train_train, y_train, k_test_train, k_test_test=None, *,
+                 diag_reg: float = 0.0, dtype=None) -> Gaussian:
+    """The exact GP posterior of a kernel (eq. 13 with the NNGP kernel ``K``).
+
+    ``mean = K_tX K^{-1} Y``, ``cov = K_tt - K_tX K^{-1} K_Xt`` (Cholesky solve).
+
+    Arguments:
+        k_train_train: ``(n, n)``; y_train: ``(n, k)``; k_test_train: ``(m, n)``;
+        k_test_test: ``(m, m)`` or ``None`` (then ``cov`` is ``None``).
+        diag_reg: relative diagonal regulariser (the observation-noise variance
+            ``diag_reg * trace(K) / n``).
+        dtype: default float64.
+
+    Returns:
+        :class:`Gaussian` ``(mean (m, k), cov (m, m) or None)``.
+    """
+    dtype = _dtype(dtype)
+    spec = spectrum(k_train_train, diag_reg=diag_reg, dtype=dtype)
+    y = _targets(y_train, spec.n, dtype)
+    k_tx = _rows(k_test_train, "k_test_train", spec.n, dtype)
+    mean = k_tx @ spec.solve(y)
+    cov = None
+    if k_test_test is not None:
+        k_tt = _square(k_test_test, "k_test_test", dtype)
+        z = spec.half_solve(k_tx.T)
+        cov = k_tt - z.T @ z
+    return Gaussian(mean, cov)
+
+
+@dataclass(frozen=True)
+class GPDynamics:
+    """The infinite-width output distribution at training time ``t`` (eq. 14-16).
+
+    Built by :func:`gradient_descent_mse_gp`. ``kind="ntk"``: all layers trained
+    by gradient flow, the NTK-GP (eq. 14-15; eq. 16 at ``t = inf``).
+    ``kind="nngp"``: only the readout layer trained, so the kernel of the flow
+    is the NNGP ``K`` itself: mean ``K_tX K^{-1} (I - e^{-eta K t}) Y``, cov
+    ``K_tt - K_tX K^{-1} (I - e^{-2 eta K t}) K_Xt`` (eq. 13 at ``t = inf``).
+    """
+
+    kind: str
+    spec: Spectrum  # of Theta (ntk) or K (nngp), regularised
+    nngp_train_train: jax.Array
+    y_train: jax.Array
+    eta: float
+
+    def __call__(self, t, nngp_test_train, nngp_test_test=None, ntk_test_train=None):
+        """Mean and covariance of the test outputs at times ``t``.
+
+        Arguments:
+            t: times (continuous, any shape; ``inf`` allowed).
+            nngp_test_train: ``K(x_test, X)`` ``(m, n)``.
+            nngp_test_test: ``K(x_test, x_test)`` ``(m, m)`` or ``None`` (no covariance).
+            ntk_test_train: ``Theta(x_test, X)`` ``(m, n)`` (``kind="ntk"`` only).
+
+        Returns:
+            :class:`Gaussian` with ``mean`` ``(*t.shape, m, k)`` and ``cov``
+            ``(*t.shape, m, m)`` (or ``None``).
+        """
+        dtype = self.y_train.dtype
+        n = self.spec.n
+        k_tx = _rows(nngp_test_train, "nngp_test_train", n, dtype)
+        if self.kind == "ntk":
+            if ntk_test_train is None:
+                raise InputError("ntk_test_train: expected an (m, n) array for kind='ntk', "
+                                 "got None")
+            th_tx = _rows(ntk_test_train, "ntk_test_train", n, dtype)
+            if th_tx.shape != k_tx.shape:
+                raise InputError(f"ntk_test_train: expected shape {k_tx.shape} like "
+                                 f"nngp_test_train, got {th_tx.shape}")
+        else:
+            th_tx = k_tx
+        tt, tshape = _times(t, dtype)
+        inf = jnp.isinf(tt)
+        t0 = jnp.where(inf, 0, tt)
+        v, spec = self.spec.evecs, self.spec
+        _, h = _flow_factors(spec.evals, t0, self.eta)
+        p = th_tx @ v  # (m, n) in the eigenbasis
+        vy = v.T @ self.y_train
+        mean = jnp.einsum("mj,tj,jk->tmk", p, h, vy)
+        w_inf = spec.solve(th_tx.T)  # Theta^{-1} Theta_Xt, (n, m)
+        mean = jnp.where(inf[:, None, None], (w_inf.T @ self.y_train)[None], mean)
+        cov = None
+        if nngp_test_test is not None:
+            k_tt = _square(nngp_test_test, "nngp_test_test", dtype)
+            if k_tt.shape[0] != k_tx.shape[0]:
+                raise InputError(f"nngp_test_test: expected ({k_tx.shape[0]}, "
+                                 f"{k_tx.shape[0]}), got {k_tt.shape}")
+            if self.kind == "nngp":
+                _, h2 = _flow_factors(spec.evals, 2 * t0, self.eta)
+                cov = k_tt[None] - jnp.einsum("mj,tj,lj->tml", p, h2, p)
+                z = spec.half_solve(k_tx.T)
+                cov_inf = k_tt - z.T @ z
+            else:
+                kk = self.nngp_train_train
+                mkm = v.T @ kk @ v
+                q = v.T @ k_tx.T  # (n, m)
+                a = p[None] * h[:, None, :]  # A_t in the eigenbasis: (t, m, n)
+                cross = jnp.einsum("tmj,jl->tml", a, q)
+                cov = (k_tt[None] + jnp.einsum("tmj,jk,tlk->tml", a, mkm, a)
+                       - cross - jnp.swapaxes(cross, 1, 2))
+                cross_inf = w_inf.T @ k_tx.T
+                cov_inf = k_tt + w_inf.T @ kk @ w_inf - cross_inf - cross_inf.T
+            cov = jnp.where(inf[:, None, None], cov_inf[None], cov)
+            cov = (cov + jnp.swapaxes(cov, 1, 2)) / 2
+            cov = cov.reshape(*tshape, *cov.shape[1:])
+        return Gaussian(mean.reshape(*tshape, *mean.shape[1:]), cov)
+
+
+def gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_train=None,
+                            kind: str = "ntk", learning_rate: float = 1.0,
+                            diag_reg: float = 0.0, loss: str = "total",
+                            dtype=None) -> GPDynamics:
+    """The infinite-width predictive distribution under MSE gradient flow (eq. 13-16).
+
+    Arguments:
+        nngp_train_train: ``K(X, X)`` ``(n, n)``.
+        y_train: ``(n, k)`` targets.
+        ntk_train_train: ``Theta(X, X)`` ``(n, n)``, needed for ``kind="ntk"``.
+        kind: ``"ntk"`` (all layers trained: NTK-GP) or ``"nngp"`` (readout only).
+        learning_rate: ``eta``; loss: ``"total"`` or ``"mean"`` (rate divided by ``n k``).
+        diag_reg: relative regulariser of the inverted kernel (``Theta`` or ``K``).
+        dtype: default float64.
+
+    Returns:
+        A :class:`GPDynamics`; call it with ``(t, nngp_test_train, nngp_test_test,
+        ntk_test_train)``.
+    """
+    if kind not in KINDS:
+        raise InputError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    dtype = _dtype(dtype)
+    kk = _square(nngp_train_train, "nngp_train_train", dtype)
+    y = _targets(y_train, kk.shape[0], dtype)
+    eta = effective_learning_rate(learning_rate, y.size, loss)
+    if kind == "ntk":
+        if ntk_train_train is None:
+            raise InputError("ntk_train_train: expected an (n, n) array for kind='ntk', "
+                             "got None")
+        th = _square(ntk_train_train, "ntk_train_train", dtype)
+        if th.shape != kk.shape:
+            raise InputError(f"ntk_train_train: expected shape {kk.shape} like "
+                             f"nngp_train_train, got {th.shape}")
+        spec = spectrum(th, diag_reg=diag_reg, dtype=dtype, name="ntk_train_train")
+    else:
+        spec = spectrum(kk, diag_reg=diag_reg, dtype=dtype, name="nngp_train_train")
+    return GPDynamics(kind, spec, (kk + kk.T) / 2, y, eta)
+
+
+# -- from a compiled model --------------------------------------------------------------
+
+def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rate: float = 1.0,
+                     diag_reg: float = 0.0, loss: str = "total", compute_cov: bool = True,
+                     dtype=None):
+    """A jitted ``(x_test, t) -> Gaussian(mean, cov)`` for a compiled model (eq. 13-16).
+
+    The train-train kernels, their eigendecomposition and Cholesky factor are
+    computed once, here (so conditioning warnings appear now); the returned
+    function computes the test kernels and the predictive equations.
+
+    Arguments:
+        model: a :class:`ntkdsl.Model`.
+        x_train: ``(n, *input_shape)``; y_train: ``(n, k)``.
+        kind: ``"ntk"`` (NTK-GP, eq. 14-16) or ``"nngp"`` (readout-only; eq. 13 at inf).
+        learning_rate, diag_reg, loss: as :func:`gradient_descent_mse_gp`.
+        compute_cov: also return the ``(m, m)`` covariance.
+        dtype: default float64.
+
+    Returns:
+        ``predict(x_test, t)`` returning :class:`Gaussian` with ``mean``
+        ``(*t.shape, m, k)`` and ``cov`` ``(*t.shape, m, m)`` (``None`` without
+        ``compute_cov``).
+    """
+    dtype = _dtype(dtype)
+    x_train = _as_array(x_train, "x_train", dtype)
+    get = ("nngp", "ntk") if kind == "ntk" else "nngp"
+    if kind not in KINDS:
+        raise InputError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    kern = model.kernel_fn(x_train, None, get, dtype=dtype)
+    nngp = kern if kind == "nngp" else kern.nngp
+    ntk = None if kind == "nngp" else kern.ntk
+    dyn = gradient_descent_mse_gp(nngp, y_train, ntk_train_train=ntk, kind=kind,
+                                  learning_rate=learning_rate, diag_reg=diag_reg, loss=loss,
+                                  dtype=dtype)
+    kernel_fn = _traceable_kernel_fn(model, dtype)
+
+    def equations(t, k_tx, k_tt, th_tx):
+        return dyn(t, k_tx, k_tt, th_tx)
+
+    eq_jit = jax.jit(equations)
+
+    def test_kernels(x_test):
+        kx = kernel_fn(x_test, x_train, get)
+        k_tx = kx if kind == "nngp" else kx.nngp
+        th_tx = None if kind == "nngp" else kx.ntk
+        k_tt = kernel_fn(x_test, None, "nngp") if compute_cov else None
+        return k_tx, k_tt, th_tx
+
+    def fused(x_test, t):
+        return equations(t, *test_kernels(x_test))
+
+    fused_jit = jax.jit(fused)
+    state = {"fused": True}
+
+    def predict_fn(x_test, t):
+        """Mean and covariance of the outputs on ``x_test`` at times ``t``."""
+        x_test = _as_array(x_test, "x_test", dtype)
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise InputError(f"x_test: expected shape (m, {', '.join(map(str, x_train.shape[1:]))})"
+                             f" like x_train, got {x_test.shape}")
+        t = jnp.asarray(t, dtype)
+        _times(t, dtype)
+        if state["fused"]:
+            try:
+                return fused_jit(x_test, t)
+            except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                    jax.errors.TracerBoolConversionError):
+                state["fused"] = False  # kernel code needs concrete inputs: run it eagerly
+        return eq_jit(t, *test_kernels(x_test))
+
+    predict_fn.fused = lambda: state["fused"]
+    return predict_fn
+
+
+def _traceable_kernel_fn(model, dtype):
+    """``(x1, x2, get) -> kernels`` of the model, without tiling or progress (jit-friendly)."""
+    def kernel_fn(x1, x2, get):
+        return model.kernel_fn(x1, x2, get, dtype=dtype, progress=False)
+    return kernel_fn
