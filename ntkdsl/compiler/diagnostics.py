@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -25,15 +25,22 @@ class Span:
     column: int
     end_line: int
     end_column: int
-    source: str = ""
+    source: str = field(default="", compare=False)
+    #: where this span was reached from (e.g. "in block 'b' called at f.ntk:3:5"); shown as notes
+    context: tuple[str, ...] = field(default=(), compare=False)
 
     def __repr__(self) -> str:  # the source text would drown every repr
         return f"Span({self.filename}:{self.line}:{self.column})"
 
+    def __str__(self) -> str:
+        return f"{self.filename}:{self.line}:{self.column}"
+
     def source_line(self) -> str:
-        lines = self.source.splitlines()
+        """The text of the span's first line (empty if unknown)."""
+        # only "\n" ends a line, as in the lexer (splitlines would also split at \f, \x1c, ...)
+        lines = self.source.split("\n")
         if 1 <= self.line <= len(lines):
-            return lines[self.line - 1]
+            return lines[self.line - 1].rstrip("\r")
         return ""
 
 
@@ -44,11 +51,12 @@ class SpecError(ValueError):
     header, the offending source line, a caret line, then any notes.
     """
 
-    def __init__(self, message: str, span: Span | None = None, notes: Iterable[str] = ()):
+    def __init__(self, message: str, span: Span | None = None, notes: Iterable[str] = (),
+                 *, filename: str | None = None):
         self.message = message
         self.span = span
-        self.notes = tuple(notes)
-        self.filename = span.filename if span else "<spec>"
+        self.notes = tuple(notes) + (span.context if span else ())
+        self.filename = span.filename if span else (filename or "<spec>")
         self.line = span.line if span else 0
         self.column = span.column if span else 0
         super().__init__(self.render())
@@ -61,7 +69,8 @@ class SpecError(ValueError):
             out = [f"{self.filename}:{self.line}:{self.column}: error: {self.message}"]
             text = self.span.source_line()
             if text:
-                text = text.expandtabs(1)
+                # one printable character per source character keeps the caret aligned
+                text = "".join(c if c.isprintable() else " " for c in text.expandtabs(1))
                 start = max(self.column - 1, 0)
                 if self.span.end_line == self.span.line:
                     width = max(self.span.end_column - self.span.column, 1)

@@ -1,0 +1,69 @@
+"""Options every spec-reading subcommand shares: SPEC, --net, --set NAME=VALUE."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ..compiler.diagnostics import InputError
+from ..compiler.frontend import Expression, load
+from ..compiler.graph import Net
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``SPEC``, ``--net NAME`` and ``--set NAME=VALUE`` (repeatable) to ``parser``.
+
+    Arguments:
+        parser: a subcommand's parser.
+    """
+    parser.add_argument("spec", metavar="SPEC", help="the spec file (.ntk)")
+    parser.add_argument("--net", metavar="NAME", default=None,
+                        help="which net of the file (needed when it holds several)")
+    parser.add_argument(
+        "--set", metavar="NAME=VALUE", action="append", default=[], dest="set",
+        help="override a net parameter; VALUE is a spec expression, e.g. width=64, "
+             "W=sqrt(2), act=Erf(1, 2) (repeatable)",
+    )
+
+
+def parse_set_options(items: list[str]) -> dict[str, Expression]:
+    """``["width=64", ...]`` -> ``{"width": Expression("64"), ...}``.
+
+    Arguments:
+        items: the ``--set`` values.
+
+    Returns:
+        Overrides for the front end; each value is evaluated as spec text.
+
+    Raises:
+        InputError: an item is not ``NAME=VALUE``, or a name is set twice.
+    """
+    out: dict[str, Expression] = {}
+    for item in items or ():
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not _NAME.match(name) or not text.strip():
+            raise InputError(f"--set expects NAME=VALUE, got {item!r}")
+        if name in out:
+            raise InputError(f"--set {name} is given twice")
+        out[name] = Expression(text, origin=f"<--set {name}>")
+    return out
+
+
+def load_net(args: argparse.Namespace) -> Net:
+    """The net named by ``args`` (``spec``, ``net``, ``set``), expanded and checked.
+
+    Arguments:
+        args: parsed arguments of a parser given :func:`add_spec_arguments`.
+
+    Returns:
+        The layer graph.
+
+    Raises:
+        SpecError: for any error in the spec or the overrides.
+        InputError: for a malformed ``--set``.
+    """
+    overrides = parse_set_options(getattr(args, "set", []))
+    return load(args.spec, net=getattr(args, "net", None), **overrides)

@@ -1,0 +1,238 @@
+"""Checks on the layer graph: static ones (no input needed) and shape inference.
+
+Static checks follow an abstract state through the net - the channel count
+when a Dense or Conv has fixed it, whether spatial axes remain, how many
+spatial axes the tuples so far imply, and the product of the strides - and
+reject what can never work:
+
+* a Conv, AvgPool or GlobalAvgPool after Flatten / GlobalAvgPool removed the
+  spatial axes;
+* kernel / strides / window tuples of different lengths;
+* a Residual whose two paths give different channel counts, different total
+  strides, or one with and one without spatial axes;
+* a non-identity Residual path that does not end in Dense or Conv (the
+  summed paths would not be independent Gaussians, so kernels would not add).
+
+:func:`infer_shapes` then checks a concrete input shape layer by layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .diagnostics import SpecError
+from .graph import Net
+from .layers import (
+    AvgPool,
+    Conv,
+    Dense,
+    Flatten,
+    GlobalAvgPool,
+    Layer,
+    Residual,
+    Serial,
+    Shape,
+    ShapeError,
+)
+
+Stride = int | tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _State:
+    channels: int | None = None  # None: not known without an input
+    spatial: bool | None = None  # False once Flatten/GlobalAvgPool removed the axes
+    removed_by: Layer | None = None
+    ndim: int | None = None  # number of spatial axes, when a tuple argument fixed it
+    stride: Stride = 1
+
+
+def _where(layer: Layer | None) -> str:
+    if layer is None or layer.span is None:
+        return ""
+    return f" at line {layer.span.line}"
+
+
+def _name(layer: Layer) -> str:
+    return layer.spec_name or type(layer).__name__
+
+
+def _stride_mul(a: Stride, b: Stride) -> Stride:
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    if isinstance(a, int):
+        return tuple(a * x for x in b)
+    if isinstance(b, int):
+        return tuple(x * b for x in a)
+    return tuple(x * y for x, y in zip(a, b))
+
+
+def _stride_eq(a: Stride, b: Stride) -> bool:
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    if isinstance(a, int):
+        return all(x == a for x in b)
+    if isinstance(b, int):
+        return all(x == b for x in a)
+    return a == b
+
+
+def _error(layer: Layer, message: str, notes=()) -> SpecError:
+    return SpecError(message, layer.span, notes)
+
+
+def _spatial_layer(layer: Layer, state: _State, tuples: dict[str, Stride]) -> _State:
+    if state.spatial is False:
+        raise _error(
+            layer,
+            f"{_name(layer)} needs spatial axes, but the {_name(state.removed_by)}"
+            f"{_where(state.removed_by)} removed them",
+        )
+    ndim = state.ndim
+    for arg, value in tuples.items():
+        if isinstance(value, tuple):
+            if ndim is not None and len(value) != ndim:
+                raise _error(
+                    layer,
+                    f"'{arg}' of {_name(layer)} has {len(value)} entries, but earlier layers "
+                    f"use {ndim} spatial axes",
+                )
+            ndim = len(value)
+    return replace(state, spatial=True, ndim=ndim)
+
+
+def _step(layer: Layer, state: _State) -> _State:
+    if isinstance(layer, Dense):
+        return replace(state, channels=layer.out)
+    if isinstance(layer, Conv):
+        state = _spatial_layer(layer, state, {"kernel": layer.kernel, "strides": layer.strides})
+        return replace(state, channels=layer.out, stride=_stride_mul(state.stride, layer.strides))
+    if isinstance(layer, AvgPool):
+        strides = layer.effective_strides
+        state = _spatial_layer(layer, state, {"window": layer.window, "strides": strides})
+        return replace(state, stride=_stride_mul(state.stride, strides))
+    if isinstance(layer, GlobalAvgPool):
+        state = _spatial_layer(layer, state, {})
+        return replace(state, spatial=False, removed_by=layer, stride=1)
+    if isinstance(layer, Flatten):
+        return _State(channels=None, spatial=False, removed_by=layer, stride=1)
+    if isinstance(layer, Residual):
+        return _residual(layer, state)
+    if isinstance(layer, Serial):
+        for child in layer.layers:
+            state = _step(child, state)
+        return state
+    return state  # pointwise layers keep everything
+
+
+def _last_leaf(serial: Serial) -> Layer | None:
+    return serial.layers[-1] if serial.layers else None
+
+
+def _residual(layer: Residual, state: _State) -> _State:
+    paths = [("branch", layer.branch)]
+    if layer.shortcut is not None:
+        paths.append(("shortcut", layer.shortcut))
+    for what, path in paths:
+        last = _last_leaf(path)
+        if last is not None and not isinstance(last, Dense | Conv):
+            notes = [f"the {what} ends in {_name(last)}{_where(last)}"]
+            raise _error(
+                layer,
+                f"each Residual path must end in Dense or Conv (the {what} ends in "
+                f"{_name(last)}): otherwise the two paths are not independent Gaussians and "
+                "their kernels do not add",
+                notes,
+            )
+    a = _step(layer.branch, state)
+    b = _step(layer.shortcut, state) if layer.shortcut is not None else state
+    other = "the shortcut" if layer.shortcut is not None else "the identity shortcut (its input)"
+    if a.channels is not None and b.channels is not None and a.channels != b.channels:
+        raise _error(
+            layer,
+            f"Residual branch gives {a.channels} channels but {other} gives {b.channels}; "
+            "they must match to be added",
+        )
+    if a.spatial is not None and b.spatial is not None and a.spatial != b.spatial:
+        raise _error(
+            layer, f"Residual branch and {other} differ in whether spatial axes remain"
+        )
+    if a.spatial is not False and b.spatial is not False and not _stride_eq(a.stride, b.stride):
+        raise _error(
+            layer,
+            f"Residual branch has total stride {a.stride} but {other} has {b.stride}; "
+            "they must downsample alike to be added",
+        )
+    return _State(
+        channels=a.channels if a.channels is not None else b.channels,
+        spatial=a.spatial if a.spatial is not None else b.spatial,
+        removed_by=a.removed_by or b.removed_by,
+        ndim=a.ndim if a.ndim is not None else b.ndim,
+        stride=a.stride,
+    )
+
+
+def check_net(net: Net) -> None:
+    """Static checks of a net's graph, without an input shape.
+
+    Raises:
+        SpecError: located at the offending layer (the Residual for path errors).
+    """
+    _step(net.body, _State())
+
+
+def infer_shapes(net: Net, input_shape: Shape) -> list[tuple[Layer, Shape]]:
+    """Each layer's output shape for inputs of ``input_shape`` (no batch axis).
+
+    Arguments:
+        net: the layer graph.
+        input_shape: e.g. ``(8, 8, 1)`` for 8x8 images with one channel, or
+            ``(64,)`` for 64 features.
+
+    Returns:
+        ``(layer, output shape)`` for every layer in execution order, depth
+        first; a Residual comes before the layers of its paths and carries the
+        shape of the sum. Serial nodes are not listed.
+
+    Raises:
+        InputError: ``input_shape`` is not a tuple of positive integers.
+        SpecError: a layer does not fit its input, located at the layer.
+    """
+    from .diagnostics import InputError
+
+    shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else None
+    if (
+        not shape
+        or any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in shape)
+    ):
+        raise InputError(
+            f"input shape must be a non-empty tuple of positive integers, got {input_shape!r}"
+        )
+    out: list[tuple[Layer, Shape]] = []
+
+    def run(serial: Serial, shape: Shape) -> Shape:
+        for layer in serial.layers:
+            if isinstance(layer, Residual):
+                slot = len(out)
+                out.append((layer, ()))
+                a = run(layer.branch, shape)
+                b = run(layer.shortcut, shape) if layer.shortcut is not None else shape
+                if a != b:
+                    other = "the shortcut" if layer.shortcut is not None else "its input"
+                    raise SpecError(
+                        f"Residual branch gives shape {a} but {other} gives {b}; they must "
+                        "match to be added", layer.span)
+                out[slot] = (layer, a)
+                shape = a
+                continue
+            try:
+                new = layer.out_shape(shape)
+            except ShapeError as e:
+                raise SpecError(str(e), layer.span, [f"its input has shape {shape}"]) from None
+            out.append((layer, new))
+            shape = new
+        return shape
+
+    run(net.body, shape)
+    return out
+

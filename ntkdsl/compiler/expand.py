@@ -1,0 +1,636 @@
+"""AST -> layer graph: imports, lets, blocks, repeat, defaults, net parameters.
+
+The expander walks a net's body statement by statement, keeping an
+environment of names (innermost first: block parameters and local lets,
+then the net's parameters, then the file's lets, own file before imports)
+and of the ``defaults`` in force, and produces a :class:`~.graph.Net` whose
+body holds only built-in layer objects. Every error is a located SpecError.
+
+Budgets keep hostile specs cheap: at most :data:`MAX_LAYERS` layers per net
+and :data:`MAX_STEPS` expansion steps, so a huge ``repeat`` or a tower of
+nested repeats fails fast with an error at the offending statement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..grammar import ast
+from ..grammar.parser import parse_expression, parse_module
+from .diagnostics import Span, SpecError, did_you_mean
+from .evaluate import ArgValue, Evaluator, LayerRef, format_value, type_name
+from .graph import Net
+from .layers import BUILTINS, Layer, LayerArgError, Residual, Serial
+
+#: the most layers one net may expand to
+MAX_LAYERS = 10_000
+#: the most statement expansions (including empty repeat iterations) per net
+MAX_STEPS = 200_000
+#: the deepest chain of block calls
+MAX_CALL_DEPTH = 100
+
+#: keys a ``defaults`` statement may set
+DEFAULT_KEYS = ("W_std", "b_std", "parameterization")
+
+_INT_ARGS = ("out",)
+_WINDOW_ARGS = ("kernel", "strides", "window")
+_FLOAT_ARGS = ("W_std", "b_std", "alpha", "a", "b", "c")
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A net-parameter override given as spec text (``--set NAME=TEXT``).
+
+    It is parsed and evaluated in the net's file scope, so ``--set width=64``,
+    ``--set act=Erf(1, 2)`` and ``--set w=sqrt(2)`` all work.
+    """
+
+    text: str
+    origin: str = "<--set>"
+
+
+# -- files ------------------------------------------------------------------------------
+@dataclass
+class Block:
+    """A block definition and the file whose names its body sees."""
+
+    defn: ast.BlockDef
+    file: FileScope
+
+
+@dataclass
+class FileScope:
+    """One parsed file: its lets, blocks, nets and imports (in import order)."""
+
+    filename: str
+    module: ast.Module
+    lets: dict[str, Any] = field(default_factory=dict)
+    blocks: dict[str, Block] = field(default_factory=dict)
+    nets: dict[str, ast.NetDef] = field(default_factory=dict)
+    imports: list[FileScope] = field(default_factory=list)
+    defined_at: dict[str, Span] = field(default_factory=dict)
+
+    def lookup_let(self, name: str) -> Any:
+        """A file-level constant, own file before imports; KeyError if none."""
+        if name in self.lets:
+            return self.lets[name]
+        for imp in self.imports:
+            if name in imp.lets:
+                return imp.lets[name]
+        raise KeyError(name)
+
+    def lookup_block(self, name: str) -> Block | None:
+        """A block visible in this file, own file before imports."""
+        if name in self.blocks:
+            return self.blocks[name]
+        for imp in self.imports:
+            if name in imp.blocks:
+                return imp.blocks[name]
+        return None
+
+    def visible_names(self) -> list[str]:
+        """Every let and block name visible here (for "did you mean")."""
+        names = [*self.lets, *self.blocks]
+        for imp in self.imports:
+            names += [*imp.lets, *imp.blocks]
+        return names
+
+
+def decode_source(data: bytes, filename: str) -> str:
+    """Decode spec bytes as UTF-8 (a leading BOM is dropped).
+
+    Raises:
+        SpecError: located at the first byte that is not valid UTF-8.
+    """
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        line_start = data.rfind(b"\n", 0, e.start) + 1
+        col = len(data[line_start:e.start].decode("utf-8", errors="replace")) + 1
+        shown = data.decode("utf-8", errors="replace")
+        raise SpecError(
+            f"the file is not valid UTF-8 (byte 0x{data[e.start]:02x})",
+            Span(filename, line, col, line, col + 1, shown),
+        ) from None
+
+
+class Loader:
+    """Parses files once each, follows imports and reports cycles.
+
+    Arguments:
+        cache: resolved path -> FileScope, shared across calls of one load.
+    """
+
+    def __init__(self) -> None:
+        self.cache: dict[str, FileScope] = {}
+        self.stack: list[str] = []
+
+    def load_path(self, path: str | os.PathLike, display: str | None = None) -> FileScope:
+        """Read, decode and load the file at ``path``."""
+        key = os.path.realpath(path)
+        if key in self.cache:
+            return self.cache[key]
+        name = display if display is not None else str(path)
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise SpecError(f"cannot read spec file '{name}': {e.strerror or e}") from None
+        return self.load_source(decode_source(data, name), name, key)
+
+    def load_source(self, source: str, filename: str, key: str | None = None) -> FileScope:
+        """Parse ``source`` and build its file scope (imports first, then lets in order)."""
+        module = parse_module(source, filename)
+        scope = FileScope(filename, module)
+        if key is not None:
+            self.stack.append(key)
+        try:
+            base = Path(os.path.dirname(key)) if key else Path.cwd()
+            for item in module.items:
+                if isinstance(item, ast.Import):
+                    scope.imports.append(self.load_import(item, base, filename))
+            for item in module.items:
+                if isinstance(item, ast.Import):
+                    continue
+                name_span = item.name_span
+                self.define(scope, item.name, name_span, item)
+                if isinstance(item, ast.Let):
+                    ev = file_evaluator(scope)
+                    scope.lets[item.name] = ev(item.value)
+                elif isinstance(item, ast.BlockDef):
+                    check_params(item.params, "block", item.name)
+                    scope.blocks[item.name] = Block(item, scope)
+                else:
+                    scope.nets[item.name] = item
+        finally:
+            if key is not None:
+                self.stack.pop()
+        if key is not None:
+            self.cache[key] = scope
+        return scope
+
+    def define(self, scope: FileScope, name: str, span: Span, item: ast.Node) -> None:
+        kind = {ast.Let: "constant", ast.BlockDef: "block", ast.NetDef: "net"}[type(item)]
+        if name in BUILTINS:
+            raise SpecError(f"'{name}' is a built-in layer; a {kind} cannot use that name", span)
+        if name in scope.defined_at:
+            prev = scope.defined_at[name]
+            raise SpecError(f"'{name}' is already defined (line {prev.line})", span)
+        scope.defined_at[name] = span
+
+    def load_import(self, item: ast.Import, base: Path, filename: str) -> FileScope:
+        target = base / item.path
+        key = os.path.realpath(target)
+        if key in self.stack:
+            chain = [*self.stack[self.stack.index(key):], key]
+            shown = " -> ".join(os.path.basename(k) for k in chain)
+            raise SpecError(f"import cycle: {shown}", item.span)
+        if key in self.cache:
+            return self.cache[key]
+        if not os.path.isfile(target):
+            raise SpecError(f"cannot import '{item.path}': no such file ({target})", item.span)
+        display = os.path.relpath(target) if not os.path.isabs(item.path) else item.path
+        return self.load_path(target, display)
+
+
+def check_params(params: tuple[ast.Param, ...], kind: str, owner: str) -> None:
+    """Reject duplicate parameters and, for blocks, a required one after a default."""
+    seen: set[str] = set()
+    had_default = False
+    for p in params:
+        if p.name in seen:
+            raise SpecError(f"parameter '{p.name}' appears twice in {kind} '{owner}'", p.span)
+        if p.name in BUILTINS:
+            raise SpecError(f"'{p.name}' is a built-in layer; a parameter cannot use that name",
+                            p.span)
+        seen.add(p.name)
+        if p.default is None:
+            if kind == "net":
+                raise SpecError(
+                    f"net parameter '{p.name}' needs a default "
+                    f"(write {p.name} = VALUE); every net parameter has one", p.span)
+            if had_default:
+                raise SpecError(f"parameter '{p.name}' without a default follows one with a "
+                                "default", p.span)
+        else:
+            had_default = True
+
+
+def file_evaluator(scope: FileScope) -> Evaluator:
+    """An evaluator for file-level expressions (lets; --set values)."""
+    env = Env(scope, {}, {}, (), Budget())
+    return env.evaluator()
+
+
+# -- expansion ------------------------------------------------------------------------
+@dataclass
+class Budget:
+    """Counters shared by one net's expansion, against MAX_LAYERS and MAX_STEPS."""
+
+    layers: int = 0
+    steps: int = 0
+
+    def step(self, span: Span) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise SpecError(
+                f"the net takes too long to expand (more than {MAX_STEPS} steps); "
+                "is a repeat count too large?", span)
+
+    def layer(self, span: Span) -> None:
+        self.layers += 1
+        if self.layers > MAX_LAYERS:
+            raise SpecError(f"the net expands to more than {MAX_LAYERS} layers", span)
+
+
+@dataclass
+class Env:
+    """What a body sees while it is expanded.
+
+    ``locals`` are the dicts of block parameters and local lets, outermost
+    first; ``defaults`` maps a key to ``(value, span)``; ``calls`` is the chain
+    of blocks being expanded (for recursion and for error notes).
+    """
+
+    file: FileScope
+    net_params: dict[str, Any]
+    defaults: dict[str, tuple[Any, Span]]
+    calls: tuple[tuple[Block, Span], ...]
+    budget: Budget
+    locals: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+
+    def nested(self) -> Env:
+        """The environment of a nested body: a new local scope, a copy of the defaults."""
+        return dataclasses.replace(self, locals=[*self.locals, {}], defaults=dict(self.defaults))
+
+    @property
+    def where(self) -> tuple[str, ...]:
+        """Notes naming the block calls that led here, innermost first."""
+        return tuple(
+            f"in block '{b.defn.name}' called at {s}" for b, s in reversed(self.calls)
+        )
+
+    def at(self, span: Span) -> Span:
+        """``span`` with this environment's call chain attached."""
+        w = self.where
+        return dataclasses.replace(span, context=w) if w and not span.context else span
+
+    def lookup(self, name: str) -> Any:
+        for scope in reversed(self.locals):
+            if name in scope:
+                return scope[name]
+        if name in self.net_params:
+            return self.net_params[name]
+        return self.file.lookup_let(name)
+
+    def layer_ref(self, name: str, args: tuple[ArgValue, ...], span: Span) -> LayerRef | None:
+        if name in BUILTINS:
+            return LayerRef(name, args, BUILTINS[name], span)
+        block = self.file.lookup_block(name)
+        if block is not None:
+            return LayerRef(name, args, block, span)
+        return None
+
+    def candidates(self) -> list[str]:
+        names = [n for scope in self.locals for n in scope]
+        return [*names, *self.net_params, *self.file.visible_names(), *BUILTINS]
+
+    def evaluator(self) -> Evaluator:
+        return Evaluator(self.lookup, self.layer_ref, self.candidates, self.where)
+
+    def error(self, message: str, span: Span, notes=()) -> SpecError:
+        return SpecError(message, self.at(span), notes)
+
+
+def expand_body(stmts: tuple[ast.Stmt, ...], env: Env) -> list[Layer]:
+    """Expand a body's statements in order into layers.
+
+    Arguments:
+        stmts: the body.
+        env: the environment of the enclosing body (not modified).
+
+    Returns:
+        The layers, in order.
+    """
+    env = env.nested()
+    out: list[Layer] = []
+    for stmt in stmts:
+        env.budget.step(env.at(stmt.span))
+        if isinstance(stmt, ast.Call):
+            out.extend(expand_call(stmt, env))
+        elif isinstance(stmt, ast.Let):
+            if stmt.name in BUILTINS:
+                raise env.error(f"'{stmt.name}' is a built-in layer; a constant cannot use "
+                                "that name", stmt.name_span)
+            if stmt.name in env.locals[-1]:
+                raise env.error(f"'{stmt.name}' is already defined in this body",
+                                stmt.name_span)
+            env.locals[-1][stmt.name] = env.evaluator()(stmt.value)
+        elif isinstance(stmt, ast.Defaults):
+            apply_defaults(stmt, env)
+        elif isinstance(stmt, ast.Repeat):
+            out.extend(expand_repeat(stmt, env))
+        elif isinstance(stmt, ast.ResidualStmt):
+            out.append(expand_residual(stmt, env))
+        else:  # pragma: no cover - the parser makes no other statements
+            raise env.error(f"unknown statement {type(stmt).__name__}", stmt.span)
+    return out
+
+
+def apply_defaults(stmt: ast.Defaults, env: Env) -> None:
+    """Set the defaults that the following Dense and Conv layers use."""
+    from .layers import Dense
+
+    ev = env.evaluator()
+    for item in stmt.items:
+        key = item.key
+        if key not in DEFAULT_KEYS:
+            raise env.error(
+                f"'defaults' cannot set '{key}'; it sets W_std, b_std or parameterization",
+                item.span, did_you_mean(key or "", DEFAULT_KEYS))
+        value = coerce(key, ev(item.value))
+        try:
+            Dense(out=1, **{key: value})
+        except LayerArgError as e:
+            raise env.error(e.message, item.value.span) from None
+        env.defaults[key] = (value, item.span)
+
+
+def expand_repeat(stmt: ast.Repeat, env: Env) -> list[Layer]:
+    """``repeat N { BODY }``: the body N times."""
+    value = env.evaluator()(stmt.count)
+    count = as_int(value)
+    if count is None or count < 0:
+        raise env.error(
+            f"repeat count must be a non-negative integer, got {format_value(value)}",
+            stmt.count.span)
+    if count > MAX_LAYERS:
+        raise env.error(f"repeat count {count} is too large (a net has at most {MAX_LAYERS} "
+                        "layers)", stmt.count.span)
+    out: list[Layer] = []
+    for _ in range(count):
+        env.budget.step(env.at(stmt.span))
+        out.extend(expand_body(stmt.body, env))
+    return out
+
+
+def expand_residual(stmt: ast.ResidualStmt, env: Env) -> Layer:
+    """``Residual { BODY } [shortcut { BODY2 }]``; an empty body is the identity."""
+    branch = expand_body(stmt.body, env)
+    shortcut = expand_body(stmt.shortcut, env) if stmt.shortcut is not None else []
+    span = env.at(stmt.span)
+    if not branch and not shortcut:
+        raise SpecError(
+            "Residual with two identity paths (y = x + x) is not allowed: the paths are "
+            "not independent, so their kernels do not add", span)
+    if not branch:
+        # y = x + S(x): keep the identity as the shortcut (sums commute)
+        branch, shortcut = shortcut, []
+    env.budget.layer(span)
+    return Residual(
+        branch=Serial(layers=tuple(branch), span=span),
+        shortcut=Serial(layers=tuple(shortcut), span=span) if shortcut else None,
+        span=span,
+    )
+
+
+def expand_call(stmt: ast.Call, env: Env) -> list[Layer]:
+    """A statement naming a built-in layer, a block or a layer-valued name."""
+    name = stmt.name
+    try:
+        value = env.lookup(name)
+    except KeyError:
+        value = None
+    else:
+        if not isinstance(value, LayerRef) and name not in BUILTINS:
+            raise env.error(
+                f"'{name}' is a {type_name(value)} ({format_value(value)}), not a layer",
+                stmt.name_span)
+        if not isinstance(value, LayerRef):
+            value = None
+    args = env.evaluator().args(stmt.args)
+    if value is not None:
+        return expand_ref(value, value.args + args, stmt, env)
+    ref = env.layer_ref(name, (), stmt.name_span)
+    if ref is None:
+        layer_names = [*BUILTINS, *env.file.blocks]
+        for imp in env.file.imports:
+            layer_names += list(imp.blocks)
+        layer_names += [n for s in env.locals for n, v in s.items() if isinstance(v, LayerRef)]
+        layer_names += [n for n, v in env.net_params.items() if isinstance(v, LayerRef)]
+        raise env.error(f"unknown layer or block '{name}'", stmt.name_span,
+                        did_you_mean(name, layer_names))
+    return expand_ref(ref, args, stmt, env)
+
+
+def expand_ref(ref: LayerRef, args: tuple[ArgValue, ...], stmt: ast.Call, env: Env) -> list[Layer]:
+    """Expand a built-in layer or a block with the given (evaluated) arguments."""
+    if isinstance(ref.target, Block):
+        return expand_block(ref.target, args, stmt, env)
+    return [make_layer(ref.target, args, stmt, env)]
+
+
+def bind_args(
+    what: str, names: list[str], args: tuple[ArgValue, ...], call_span: Span, env: Env
+) -> dict[str, tuple[Any, Span | None]]:
+    """Match arguments to parameter names: positional first, then keywords.
+
+    Returns:
+        name -> (value, span of the argument).
+    """
+    bound: dict[str, tuple[Any, Span | None]] = {}
+    seen_keyword = False
+    positional = [a for a in args if a.key is None]
+    for i, a in enumerate(args):
+        span = a.span or call_span
+        if a.key is None:
+            if seen_keyword:
+                raise env.error("positional argument follows a keyword argument", span)
+            if i >= len(names):
+                raise env.error(
+                    f"{what} takes at most {len(names)} argument{'s' if len(names) != 1 else ''}"
+                    f" ({', '.join(names) or 'none'}) but {len(positional)} were given", span)
+            bound[names[i]] = (a.value, a.span)
+        else:
+            seen_keyword = True
+            if a.key not in names:
+                raise env.error(f"{what} has no argument '{a.key}'", span,
+                                did_you_mean(a.key, names))
+            if a.key in bound:
+                raise env.error(f"argument '{a.key}' of {what} is given twice", span)
+            bound[a.key] = (a.value, a.span)
+    return bound
+
+
+def make_layer(cls: type[Layer], args: tuple[ArgValue, ...], stmt: ast.Call, env: Env) -> Layer:
+    """Construct a built-in layer, validating its arguments."""
+    span = env.at(stmt.span)
+    fields = [f for f in dataclasses.fields(cls) if f.init and f.name != "span"]
+    names = [f.name for f in fields]
+    bound = bind_args(cls.spec_name or cls.__name__, names, args, stmt.span, env)
+    for key in DEFAULT_KEYS:
+        if key in names and key not in bound and key in env.defaults:
+            value, dspan = env.defaults[key]
+            bound[key] = (value, dspan)
+    for f in fields:
+        if f.name not in bound and f.default is dataclasses.MISSING and (
+            f.default_factory is dataclasses.MISSING
+        ):
+            raise env.error(f"{cls.spec_name} is missing its argument '{f.name}'",
+                            stmt.name_span)
+    kwargs = {k: coerce(k, v) for k, (v, _) in bound.items()}
+    try:
+        layer = cls(span=span, **kwargs)
+    except LayerArgError as e:
+        arg_span = bound.get(e.arg, (None, None))[1] if e.arg else None
+        raise env.error(e.message, arg_span or stmt.span) from None
+    except (TypeError, ValueError) as e:
+        raise env.error(f"invalid arguments for {cls.spec_name}: {e}", stmt.span) from None
+    env.budget.layer(span)
+    return layer
+
+
+def expand_block(block: Block, args: tuple[ArgValue, ...], stmt: ast.Call, env: Env) -> list[Layer]:
+    """Expand a block call in place, with a fresh scope of its parameters."""
+    defn = block.defn
+    for b, _ in env.calls:
+        if b is block:
+            chain = " -> ".join([*(c.defn.name for c, _ in env.calls), defn.name])
+            raise env.error(f"block '{defn.name}' calls itself (recursion: {chain})",
+                            stmt.name_span)
+    if len(env.calls) >= MAX_CALL_DEPTH:
+        raise env.error(f"block calls are nested too deeply (more than {MAX_CALL_DEPTH})",
+                        stmt.name_span)
+    names = [p.name for p in defn.params]
+    bound = bind_args(f"block '{defn.name}'", names, args, stmt.span, env)
+    inner = Env(
+        file=block.file,
+        net_params=env.net_params,
+        defaults=dict(env.defaults),
+        calls=(*env.calls, (block, env.at(stmt.name_span))),
+        budget=env.budget,
+        locals=[{}],
+    )
+    scope = inner.locals[0]
+    for p in defn.params:
+        if p.name in bound:
+            scope[p.name] = bound[p.name][0]
+        elif p.default is not None:
+            # defaults are evaluated at the call, in the block's file, seeing earlier parameters
+            scope[p.name] = inner.evaluator()(p.default)
+        else:
+            raise env.error(f"block '{defn.name}' is missing its argument '{p.name}'",
+                            stmt.name_span)
+    return expand_body(defn.body, inner)
+
+
+# -- values ----------------------------------------------------------------------------
+def as_int(value: Any) -> int | None:
+    """``value`` as an int if it is an integer or an integer-valued float, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Normalise a layer argument: integer-valued floats become ints where an
+    integer is needed (``out``, kernels, strides, windows), ints become floats
+    where a real number is needed. Anything else is left for the layer to reject."""
+    if key in _INT_ARGS:
+        i = as_int(value)
+        return value if i is None else i
+    if key in _WINDOW_ARGS:
+        if isinstance(value, tuple):
+            items = tuple(as_int(v) for v in value)
+            return value if any(i is None for i in items) else items
+        i = as_int(value)
+        return value if i is None else i
+    if key in _FLOAT_ARGS and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+# -- nets ---------------------------------------------------------------------------------
+def expand_net(scope: FileScope, defn: ast.NetDef, overrides: Mapping[str, Any]) -> Net:
+    """Expand one net with parameter overrides.
+
+    Arguments:
+        scope: the file the net is defined in.
+        defn: the net's AST.
+        overrides: parameter name -> Python value or :class:`Expression`.
+
+    Returns:
+        The layer graph.
+    """
+    check_params(defn.params, "net", defn.name)
+    names = [p.name for p in defn.params]
+    for key in overrides:
+        if key not in names:
+            notes = did_you_mean(key, names)
+            notes.append(
+                f"the parameters of net '{defn.name}' are: {', '.join(names)}"
+                if names else f"net '{defn.name}' has no parameters")
+            raise SpecError(f"net '{defn.name}' has no parameter '{key}'", defn.name_span, notes)
+    budget = Budget()
+    params: dict[str, Any] = {}
+    env = Env(scope, params, {}, (), budget, [{}])
+    for p in defn.params:
+        if p.name in overrides:
+            params[p.name] = override_value(p, overrides[p.name], env)
+        else:
+            params[p.name] = env.evaluator()(p.default)
+    layers = expand_body(defn.body, env)
+    body = Serial(layers=tuple(layers), span=defn.name_span)
+    return Net(
+        name=defn.name,
+        params=tuple(params.items()),
+        body=body,
+        filename=scope.filename,
+        span=defn.name_span,
+    )
+
+
+def override_value(param: ast.Param, value: Any, env: Env) -> Any:
+    """Turn a caller's override of ``param`` into a spec value."""
+    if isinstance(value, Expression):
+        return env.evaluator()(parse_expression(value.text, value.origin))
+    if isinstance(value, str) and isinstance(env.evaluator()(param.default), LayerRef):
+        # a layer-valued parameter: a string names the layer ("Relu", "Erf(1, 2)")
+        return env.evaluator()(parse_expression(value, f"<override {param.name}>"))
+    return python_value(param.name, value)
+
+
+def python_value(name: str, value: Any) -> Any:
+    """A Python override as a spec value (numbers, strings, tuples, lists, layers)."""
+    import numbers
+
+    if isinstance(value, bool):
+        raise SpecError(f"override '{name}' must be a number, string or tuple, got a boolean")
+    if isinstance(value, int | float | str | LayerRef):
+        v = value
+    elif isinstance(value, numbers.Integral):
+        v = int(value)
+    elif isinstance(value, numbers.Real):
+        v = float(value)
+    elif isinstance(value, tuple | list):
+        return tuple(python_value(name, x) for x in value)
+    else:
+        raise SpecError(
+            f"override '{name}' must be a number, string or tuple, got {type(value).__name__}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise SpecError(f"override '{name}' must be finite, got {v!r}")
+    if isinstance(v, int) and abs(v) > 2**63 - 1:
+        raise SpecError(f"override '{name}' is too large")
+    return v

@@ -1,0 +1,360 @@
+"""Spec text -> AST, and the one place where lark's errors become SpecErrors.
+
+The LALR parser is built once, lazily, on first use (importing this module
+is cheap). Every lark exception is translated here, so no other module ever
+sees one: expected tokens are shown as the characters a user types
+(``'}'``, ``a name``), and the end of the text as ``end of input``.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import lark
+from lark.visitors import Transformer_NonRecursive, v_args
+
+from ..compiler.diagnostics import Span, SpecError
+from . import ast
+
+#: the deepest bracket nesting a spec may use; deeper text is rejected before parsing
+MAX_NESTING = 100
+#: the largest spec text accepted, in characters
+MAX_SOURCE_CHARS = 1_000_000
+#: integers beyond this magnitude are rejected (they would mean nothing as widths)
+MAX_INT = 2**63 - 1
+
+_REGEX_TERMINALS = {"NAME": "a name", "NUMBER": "a number", "STRING": "a string"}
+_EXPR_START = {"NAME", "NUMBER", "STRING", "LPAR", "MINUS", "PLUS"}
+_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "__ANON_0"}
+_STATEMENT_START = {"NAME", "REPEAT", "RESIDUAL", "DEFAULTS", "LET"}
+
+
+@functools.cache
+def _parser() -> lark.Lark:
+    grammar = resources.files(__package__).joinpath("ntkdsl.lark").read_text(encoding="utf-8")
+    return lark.Lark(
+        grammar,
+        parser="lalr",
+        lexer="contextual",
+        start=["start", "expr"],
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+def parse_module(source: str, filename: str = "<spec>") -> ast.Module:
+    """Parse spec text into an AST :class:`~ntkdsl.grammar.ast.Module`.
+
+    Arguments:
+        source: the spec text (already decoded).
+        filename: the name used in spans and error messages.
+
+    Returns:
+        The module's AST.
+
+    Raises:
+        SpecError: for any syntax error, located at the offending character.
+    """
+    return _parse(source, filename, "start")
+
+
+def parse_expression(source: str, filename: str = "<expression>") -> ast.Expr:
+    """Parse one expression (e.g. the value of ``--set NAME=VALUE``).
+
+    Arguments:
+        source: the expression text.
+        filename: the name used in spans and error messages.
+
+    Returns:
+        The expression's AST.
+
+    Raises:
+        SpecError: for any syntax error.
+    """
+    return _parse(source, filename, "expr")
+
+
+def _parse(source: str, filename: str, start: str):
+    if len(source) > MAX_SOURCE_CHARS:
+        raise SpecError(
+            f"spec is too large ({len(source)} characters; at most {MAX_SOURCE_CHARS})",
+            Span(filename, 1, 1, 1, 2, source),
+        )
+    _check_nesting(source, filename)
+    try:
+        tree = _parser().parse(source, start=start)
+    except lark.exceptions.UnexpectedInput as e:
+        raise _translate(e, source, filename) from None
+    try:
+        return _ToAst(source, filename).transform(tree)
+    except lark.exceptions.VisitError as e:
+        if isinstance(e.orig_exc, SpecError):
+            raise e.orig_exc from None
+        raise
+
+
+# -- error translation -------------------------------------------------------------
+def _check_nesting(source: str, filename: str) -> None:
+    """Reject brackets nested deeper than MAX_NESTING, before lark sees them.
+
+    Deep nesting would make every later recursive pass (evaluation, equality of
+    AST nodes) fail with RecursionError; a located error is more useful.
+    """
+    depth = 0
+    line, col = 1, 0
+    quote = None
+    comment = False
+    for ch in source:
+        col += 1
+        if ch == "\n":
+            line, col = line + 1, 0
+            quote, comment = None, False
+            continue
+        if comment:
+            continue
+        if quote:
+            if ch == quote:
+                quote = None
+            continue
+        if ch == "#":
+            comment = True
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "({":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise SpecError(
+                    f"brackets are nested too deeply (more than {MAX_NESTING} levels)",
+                    Span(filename, line, col, line, col + 1, source),
+                )
+        elif ch in ")}":
+            depth = max(depth - 1, 0)
+
+
+def _describe_terminal(name: str) -> str:
+    if name == "$END":
+        return "end of input"
+    if name in _REGEX_TERMINALS:
+        return _REGEX_TERMINALS[name]
+    try:
+        pattern = _parser().get_terminal(name).pattern
+    except KeyError:
+        return name
+    return f"'{pattern.value}'" if pattern.type == "str" else name
+
+
+def _describe_expected(expected: set[str]) -> str:
+    names = set(expected)
+    words: list[str] = []
+    if _EXPR_START <= names:
+        names -= _EXPR_START
+        words.append("an expression")
+    elif _STATEMENT_START <= names:
+        names -= _STATEMENT_START
+        words.append("a statement")
+    if _OPERATORS <= names:
+        names -= _OPERATORS
+        words.append("an operator")
+    words.extend(sorted(_describe_terminal(n) for n in names))
+    if not words:
+        return ""
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _describe_token(token: lark.Token) -> str:
+    if token.type == "$END":
+        return "end of input"
+    if token.type == "NAME":
+        return f"name '{token}'"
+    if token.type == "NUMBER":
+        return f"number {token}"
+    if token.type == "STRING":
+        return f"string {token}"
+    return f"'{token}'"
+
+
+def _end_span(source: str, filename: str) -> Span:
+    lines = source.split("\n")
+    line = len(lines)
+    col = len(lines[-1]) + 1
+    return Span(filename, line, col, line, col + 1, source)
+
+
+def _printable(ch: str) -> str:
+    if ch.isprintable():
+        return f"'{ch}'"
+    return f"{ch!r} (U+{ord(ch):04X})"
+
+
+def _translate(e: lark.exceptions.UnexpectedInput, source: str, filename: str) -> SpecError:
+    if isinstance(e, lark.exceptions.UnexpectedCharacters):
+        ch = source[e.pos_in_stream] if e.pos_in_stream < len(source) else ""
+        span = Span(filename, e.line, e.column, e.line, e.column + 1, source)
+        if ch in "\"'":
+            return SpecError("unterminated string (strings end on the same line)", span)
+        return SpecError(f"unexpected character {_printable(ch)}", span)
+    if isinstance(e, lark.exceptions.UnexpectedToken):
+        token = e.token
+        if token.type == "$END":
+            span = _end_span(source, filename)
+        else:
+            span = Span(filename, token.line, token.column, token.end_line, token.end_column,
+                        source)
+        msg = f"unexpected {_describe_token(token)}"
+        want = _describe_expected(set(e.expected or ()))
+        if want:
+            msg += f"; expected {want}"
+        return SpecError(msg, span)
+    if isinstance(e, lark.exceptions.UnexpectedEOF):
+        want = _describe_expected(set(e.expected or ()))
+        msg = "unexpected end of input" + (f"; expected {want}" if want else "")
+        return SpecError(msg, _end_span(source, filename))
+    return SpecError(f"syntax error: {e}", _end_span(source, filename))  # pragma: no cover
+
+
+# -- lark tree -> AST ----------------------------------------------------------------
+@v_args(meta=True)
+class _ToAst(Transformer_NonRecursive):
+    """Builds AST nodes bottom-up, without recursion (deep expressions are fine)."""
+
+    def __init__(self, source: str, filename: str):
+        super().__init__()
+        self.source = source
+        self.filename = filename
+
+    def _span(self, meta) -> Span:
+        if getattr(meta, "empty", False):
+            return Span(self.filename, 1, 1, 1, 1, self.source)
+        return Span(self.filename, meta.line, meta.column, meta.end_line, meta.end_column,
+                    self.source)
+
+    def _tspan(self, token: lark.Token) -> Span:
+        return Span(self.filename, token.line, token.column, token.end_line, token.end_column,
+                    self.source)
+
+    # expressions
+    def number(self, meta, children):
+        token = children[0]
+        text = str(token)
+        if all(c.isdigit() for c in text):
+            if len(text) > 19 or int(text) > MAX_INT:
+                raise SpecError(f"integer {text[:20]}{'...' if len(text) > 20 else ''} is "
+                                "too large", self._tspan(token))
+            value: int | float = int(text)
+        else:
+            value = float(text)
+            if value == float("inf"):
+                raise SpecError(f"number {text} is too large", self._tspan(token))
+        return ast.Number(value, span=self._tspan(token))
+
+    def string(self, meta, children):
+        token = children[0]
+        return ast.String(str(token)[1:-1], span=self._tspan(token))
+
+    def name(self, meta, children):
+        token = children[0]
+        return ast.Name(str(token), span=self._tspan(token))
+
+    def apply(self, meta, children):
+        token, args = children
+        return ast.Apply(str(token), self._tspan(token), args, span=self._span(meta))
+
+    def empty_tuple(self, meta, children):
+        return ast.TupleExpr((), span=self._span(meta))
+
+    def tuple(self, meta, children):
+        return ast.TupleExpr(tuple(c for c in children if c is not None), span=self._span(meta))
+
+    def _binop(op):  # a method factory, used only in this class body
+        def method(self, meta, children):
+            left, right = children
+            return ast.BinOp(op, left, right, span=self._span(meta))
+
+        return method
+
+    add = _binop("+")
+    sub = _binop("-")
+    mul = _binop("*")
+    div = _binop("/")
+    pow = _binop("**")
+    del _binop
+
+    def neg(self, meta, children):
+        return ast.UnaryOp("-", children[0], span=self._span(meta))
+
+    def pos(self, meta, children):
+        return ast.UnaryOp("+", children[0], span=self._span(meta))
+
+    # arguments
+    def arglist(self, meta, children):
+        out = []
+        for c in children:
+            if c is None:
+                continue
+            if isinstance(c, ast.Arg):
+                out.append(c)
+            else:
+                out.append(ast.Arg(None, c, span=c.span))
+        return tuple(out)
+
+    def kwarg(self, meta, children):
+        token, value = children
+        return ast.Arg(str(token), value, span=self._span(meta))
+
+    # statements
+    def call(self, meta, children):
+        token, args = children
+        return ast.Call(str(token), self._tspan(token), args or (), args is not None,
+                        span=self._span(meta))
+
+    def body(self, meta, children):
+        return tuple(c for c in children if c is not None and not isinstance(c, lark.Token))
+
+    def repeat_stmt(self, meta, children):
+        count, body = children
+        return ast.Repeat(count, body, span=self._head_span(meta, "repeat"))
+
+    def residual_stmt(self, meta, children):
+        body, shortcut = children
+        return ast.ResidualStmt(body, shortcut, span=self._head_span(meta, "Residual"))
+
+    def defaults_stmt(self, meta, children):
+        return ast.Defaults(tuple(children), span=self._span(meta))
+
+    def let_stmt(self, meta, children):
+        token, value = children
+        return ast.Let(str(token), self._tspan(token), value, span=self._span(meta))
+
+    def _head_span(self, meta, keyword: str) -> Span:
+        # a statement with a body is located at its keyword, not the whole body
+        return Span(self.filename, meta.line, meta.column, meta.line,
+                    meta.column + len(keyword), self.source)
+
+    # top level
+    def param(self, meta, children):
+        token, default = children
+        return ast.Param(str(token), default, span=self._span(meta))
+
+    def params(self, meta, children):
+        return tuple(c for c in children if c is not None)
+
+    def import_stmt(self, meta, children):
+        token = children[0]
+        return ast.Import(str(token)[1:-1], span=self._span(meta))
+
+    def block_def(self, meta, children):
+        token, params, body = children
+        return ast.BlockDef(str(token), self._tspan(token), params or (), body,
+                            span=self._span(meta))
+
+    def net_def(self, meta, children):
+        token, params, body = children
+        return ast.NetDef(str(token), self._tspan(token), params or (), body,
+                          span=self._span(meta))
+
+    def start(self, meta, children):
+        items = tuple(c for c in children if c is not None and not isinstance(c, lark.Token))
+        return ast.Module(self.filename, items, span=self._span(meta))
