@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     # front end (spec -> layer graph)
     "parse": "ntkdsl.compiler.frontend",
     "load": "ntkdsl.compiler.frontend",
+    "parse_all": "ntkdsl.compiler.frontend", "load_all": "ntkdsl.compiler.frontend",
+    "infer_shapes": "ntkdsl.compiler.frontend",
     "Net": "ntkdsl.compiler.graph",
     # compiled model
     "compile": "ntkdsl.model",
