@@ -9,11 +9,15 @@ spec error goes to stderr with exit status 2 (see ``ntkdsl.cli``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
+import os
 import sys
 
 from ..compiler.diagnostics import InputError
 from ..compiler.evaluate import format_value
-from ..compiler.frontend import infer_shapes, load, load_all
+from ..compiler.expand import is_required
+from ..compiler.frontend import check_file, infer_shapes
 from ..compiler.graph import Net
 from ..compiler.layers import Layer, Residual, Serial
 from .common import add_spec_arguments, parse_set_options
@@ -57,6 +61,41 @@ def _params(net: Net) -> str:
     return ", ".join(f"{k}={format_value(v)}" for k, v in net.params)
 
 
+def _num(v) -> str:
+    if isinstance(v, float):
+        return format(v, ".6g")
+    if isinstance(v, tuple):
+        inner = ", ".join(_num(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    if isinstance(v, str) and v in ("SAME", "VALID", "CIRCULAR"):
+        return v
+    return format_value(v)
+
+
+def layer_text(layer: Layer) -> str:
+    """A layer in spec syntax: required arguments positionally, others only when not default.
+
+    Arguments:
+        layer: a leaf layer (Residual shows as ``Residual``).
+
+    Returns:
+        e.g. ``Conv(64, 3, strides=2, W_std=1.41421)``.
+    """
+    if isinstance(layer, Residual | Serial):
+        return "Residual" if isinstance(layer, Residual) else "Serial"
+    parts = []
+    for f in dataclasses.fields(layer):
+        if not f.init or f.name == "span":
+            continue
+        v = getattr(layer, f.name)
+        if is_required(f):
+            parts.append(_num(v))
+        elif v != f.default:
+            parts.append(f"{f.name}={_num(v)}")
+    name = layer.spec_name or type(layer).__name__
+    return f"{name}({', '.join(parts)})" if parts else name
+
+
 def _count(node: Layer) -> int:
     n = 0 if isinstance(node, Serial) else 1
     return n + sum(_count(c) for c in node.children())
@@ -72,7 +111,7 @@ def summarize(net: Net, input_shape: tuple[int, ...] | None = None) -> str:
     Returns:
         The text, several lines, no trailing newline.
     """
-    shapes = dict.fromkeys(())
+    shapes: dict[int, tuple[int, ...]] = {}
     rows = None
     if input_shape is not None:
         rows = infer_shapes(net, input_shape)
@@ -87,9 +126,9 @@ def summarize(net: Net, input_shape: tuple[int, ...] | None = None) -> str:
 
     def show(serial: Serial, indent: str) -> None:
         for layer in serial.layers:
-            text = f"{indent}{layer.describe()}"
+            text = f"{indent}{layer_text(layer)}"
             if id(layer) in shapes:
-                text = f"{text:<60} -> {shapes[id(layer)]}"
+                text = f"{text:<44} -> {shapes[id(layer)]}"
             lines.append(text)
             if isinstance(layer, Residual):
                 lines.append(f"{indent}  branch:")
@@ -105,16 +144,35 @@ def summarize(net: Net, input_shape: tuple[int, ...] | None = None) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``ntkdsl check``; returns the exit status."""
+def _spec_files(spec: str) -> list[str]:
+    if os.path.isdir(spec):
+        files = sorted(glob.glob(os.path.join(spec, "*.ntk")))
+        if not files:
+            raise InputError(f"no .ntk files in directory {spec}")
+        return files
+    return [spec]
+
+
+def check_one(path: str, args: argparse.Namespace, shape) -> str:
+    """The summary ``ntkdsl check`` prints for one file."""
     overrides = parse_set_options(args.set)
-    shape = parse_shape(args.input_shape) if args.input_shape else None
-    if args.net is not None:
-        nets = [load(args.spec, net=args.net, **overrides)]
-    else:
-        nets = load_all(args.spec, **overrides)
+    nets, scope = check_file(path, net=args.net, **overrides)
+    if not nets:
+        blocks = ", ".join(scope.blocks) or "none"
+        lets = ", ".join(f"{k}={_num(v)}" for k, v in scope.lets.items()) or "none"
+        return (f"{path}: no nets (a library for imports)\n  constants: {lets}\n"
+                f"  blocks: {blocks}\nok: {path}")
     texts = [summarize(net, shape) for net in nets]
-    sys.stdout.write("\n\n".join(texts) + "\n")
-    sys.stdout.write(f"ok: {len(nets)} net{'s' if len(nets) != 1 else ''} checked in "
-                     f"{args.spec}\n")
+    texts.append(f"ok: {len(nets)} net{'s' if len(nets) != 1 else ''} checked in {path}")
+    return "\n\n".join(texts[:-1]) + "\n" + texts[-1]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ntkdsl check``; returns the exit status.
+
+    SPEC may be a directory: every ``*.ntk`` file in it is checked.
+    """
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    outputs = [check_one(path, args, shape) for path in _spec_files(args.spec)]
+    sys.stdout.write("\n\n".join(outputs) + "\n")
     return 0

@@ -73,8 +73,15 @@ def format_value(value: Any) -> str:
     return repr(value)
 
 
-def type_name(value: Any) -> str:
-    """The spec-level name of a value's type, for messages."""
+def type_name(value: Any, article: bool = False) -> str:
+    """The spec-level name of a value's type, for messages (``article``: "an integer")."""
+    name = _type_name(value)
+    if article:
+        return ("an " if name[0] in "aeiou" else "a ") + name
+    return name
+
+
+def _type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -166,8 +173,11 @@ class Evaluator:
         if expr.name in FUNCTIONS:
             raise self.error(f"'{expr.name}' is a function; call it as {expr.name}(...)",
                              expr.span)
-        raise self.error(f"unknown name '{expr.name}'", expr.span,
-                         tuple(did_you_mean(expr.name, self.candidates())))
+        if expr.name.upper() in PADDING_WORDS:
+            notes: tuple[str, ...] = (f"did you mean '{expr.name.upper()}'?",)
+        else:
+            notes = tuple(did_you_mean(expr.name, self.candidates()))
+        raise self.error(f"unknown name '{expr.name}'", expr.span, notes)
 
     def apply(self, expr: ast.Apply, depth: int) -> Any:
         if expr.name in FUNCTIONS:

@@ -143,7 +143,7 @@ class Loader:
         try:
             data = Path(path).read_bytes()
         except OSError as e:
-            raise SpecError(f"cannot read spec file '{name}': {e.strerror or e}") from None
+            raise SpecError(f"cannot read spec file: {e.strerror or e}", filename=name) from None
         return self.load_source(decode_source(data, name), name, key)
 
     def load_source(self, source: str, filename: str, key: str | None = None) -> FileScope:
@@ -197,7 +197,8 @@ class Loader:
             return self.cache[key]
         if not os.path.isfile(target):
             raise SpecError(f"cannot import '{item.path}': no such file ({target})", item.span)
-        display = os.path.relpath(target) if not os.path.isabs(item.path) else item.path
+        # shown as the importer's name joined with the import path, as a user would write it
+        display = os.path.normpath(os.path.join(os.path.dirname(filename), item.path))
         return self.load_path(target, display)
 
 
@@ -412,7 +413,7 @@ def expand_call(stmt: ast.Call, env: Env) -> list[Layer]:
     else:
         if not isinstance(value, LayerRef) and name not in BUILTINS:
             raise env.error(
-                f"'{name}' is a {type_name(value)} ({format_value(value)}), not a layer",
+                f"'{name}' is {type_name(value, True)} ({format_value(value)}), not a layer",
                 stmt.name_span)
         if not isinstance(value, LayerRef):
             value = None
@@ -481,9 +482,7 @@ def make_layer(cls: type[Layer], args: tuple[ArgValue, ...], stmt: ast.Call, env
             value, dspan = env.defaults[key]
             bound[key] = (value, dspan)
     for f in fields:
-        if f.name not in bound and f.default is dataclasses.MISSING and (
-            f.default_factory is dataclasses.MISSING
-        ):
+        if f.name not in bound and is_required(f):
             raise env.error(f"{cls.spec_name} is missing its argument '{f.name}'",
                             stmt.name_span)
     kwargs = {k: coerce(k, v) for k, (v, _) in bound.items()}
@@ -530,6 +529,14 @@ def expand_block(block: Block, args: tuple[ArgValue, ...], stmt: ast.Call, env: 
             raise env.error(f"block '{defn.name}' is missing its argument '{p.name}'",
                             stmt.name_span)
     return expand_body(defn.body, inner)
+
+
+def is_required(f: dataclasses.Field) -> bool:
+    """Whether a layer field has no default (a method of the same name is no default)."""
+    default = f.default
+    if default is dataclasses.MISSING:
+        return f.default_factory is dataclasses.MISSING
+    return callable(default)
 
 
 # -- values ----------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from .expand import Expression, FileScope, Loader, decode_source, expand_net
 from .graph import Net
 
 __all__ = [
-    "Expression", "infer_shapes", "load", "load_all", "net_names", "parse", "parse_all",
+    "Expression", "check_file", "infer_shapes", "load", "load_all", "net_names", "parse",
+    "parse_all",
 ]
 
 T = TypeVar("T")
@@ -167,6 +168,33 @@ def load_all(path: str | os.PathLike, **overrides: Any) -> list[Net]:
 def net_names(path: str | os.PathLike) -> list[str]:
     """The names of the nets a spec file defines, in source order, without expanding them."""
     return list(_scope_from_path(Path(path)).nets)
+
+
+@_guarded
+def check_file(path: str | os.PathLike, *, net: str | None = None,
+               **overrides: Any) -> tuple[list[Net], FileScope]:
+    """What ``ntkdsl check`` needs: the nets (all, or the one named) and the file scope.
+
+    A file without nets (a library of blocks and constants for imports) is
+    not an error here: the list is then empty.
+
+    Arguments:
+        path: the spec file.
+        net: one net to check, or None for all.
+        **overrides: as for :func:`load_all` (or :func:`load` with ``net``).
+
+    Returns:
+        ``(nets, scope)``; ``scope.lets`` and ``scope.blocks`` describe the file.
+    """
+    scope = _scope_from_path(path)
+    if net is not None:
+        return [_build(scope, _select(scope, net)[0], overrides)], scope
+    if not scope.nets:
+        if overrides:
+            raise SpecError(f"{scope.filename} defines no net to set parameters of",
+                            filename=scope.filename)
+        return [], scope
+    return _build_all(scope, overrides), scope
 
 
 # keep infer_shapes importable from here (it lives with the other graph checks)
