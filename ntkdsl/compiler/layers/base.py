@@ -74,7 +74,7 @@ def per_axis(value: int | tuple[int, ...], ndim: int, what: str) -> tuple[int, .
     if len(value) != ndim:
         raise ShapeError(
             f"{what} has {len(value)} entries but the input has {ndim} spatial "
-            f"axis{'es' if ndim != 1 else ''}"
+            f"ax{'es' if ndim != 1 else 'is'}"
         )
     return tuple(value)
 
