@@ -40,6 +40,13 @@ class Dense(Layer):
     def out_shape(self, shape: Shape) -> Shape:
         return (*shape[:-1], self.out)
 
+    # -- infinite width (compiler/kernel_rules.py) --
+    def kernel_rule(self, k, plan):
+        """The paired NNGP/NTK rule on a KernelState (``plan``: analysis.LayerPlan)."""
+        from .. import kernel_rules
+
+        return kernel_rules.dense(self, k, plan)
+
     # -- finite width (compiler/network.py) --
     def init(self, key, shape):
         """Finite-width params for inputs of ``shape`` (no batch): ``(out_shape, params)``."""
@@ -97,6 +104,13 @@ class Conv(Layer):
             for n, k, s in zip(shape[:-1], ks, ss)
         )
         return (*sp, self.out)
+
+    # -- infinite width (compiler/kernel_rules.py) --
+    def kernel_rule(self, k, plan):
+        """The paired NNGP/NTK rule on a KernelState (``plan``: analysis.LayerPlan)."""
+        from .. import kernel_rules
+
+        return kernel_rules.conv(self, k, plan)
 
     # -- finite width (compiler/network.py) --
     def init(self, key, shape):

@@ -24,6 +24,13 @@ class Serial(Layer):
     def describe(self) -> str:
         return "Serial"
 
+    # -- infinite width (compiler/kernel_rules.py) --
+    def kernel_rule(self, k, plan):
+        """The children's kernel rules in order (``plan``: analysis.LayerPlan)."""
+        from .. import kernel_rules
+
+        return kernel_rules.serial(self, k, plan)
+
     # -- finite width (compiler/network.py) --
     def init(self, key, shape):
         """Finite-width params for inputs of ``shape`` (no batch): ``(out_shape, params)``."""
@@ -66,6 +73,13 @@ class Residual(Layer):
 
     def describe(self) -> str:
         return "Residual" if self.shortcut is None else "Residual with shortcut"
+
+    # -- infinite width (compiler/kernel_rules.py) --
+    def kernel_rule(self, k, plan):
+        """The sum of the two paths' kernels."""
+        from .. import kernel_rules
+
+        return kernel_rules.residual(self, k, plan)
 
     # -- finite width (compiler/network.py) --
     def init(self, key, shape):

@@ -70,6 +70,13 @@ class Pointwise(Layer):
         """``phi(x)``, elementwise."""
         return self.phi(x)
 
+    # ---- infinite width (compiler/kernel_rules.py) ------------------------------------
+    def kernel_rule(self, k, plan):
+        """``K' = T(K11, K12, K22)``, ``Theta' = Tdot * Theta`` via :meth:`pair_fn`."""
+        from .. import kernel_rules
+
+        return kernel_rules.pointwise(self, k, plan)
+
     # ---- sympy: the closed forms (subclasses) --------------------------------------
     def phi_expr(self, x):
         """phi as a sympy expression of the symbol ``x``."""

@@ -47,6 +47,13 @@ class AvgPool(Layer):
         )
         return (*sp, shape[-1])
 
+    # -- infinite width (compiler/kernel_rules.py) --
+    def kernel_rule(self, k, plan):
+        """The kernel map of average pooling (``plan``: analysis.LayerPlan)."""
+        from .. import kernel_rules
+
+        return kernel_rules.avg_pool(self, k, plan)
+
     # -- finite width (compiler/network.py) --
     def init(self, key, shape):
         """No params: ``(out_shape, ())``."""
@@ -73,6 +80,13 @@ class GlobalAvgPool(Layer):
             )
         return (shape[-1],)
 
+    # -- infinite width (compiler/kernel_rules.py) --
+    def kernel_rule(self, k, plan):
+        """The kernel map of global average pooling."""
+        from .. import kernel_rules
+
+        return kernel_rules.global_avg_pool(self, k, plan)
+
     # -- finite width (compiler/network.py) --
     def init(self, key, shape):
         """No params: ``(out_shape, ())``."""
@@ -93,6 +107,13 @@ class Flatten(Layer):
 
     def out_shape(self, shape: Shape) -> Shape:
         return (math.prod(shape),)
+
+    # -- infinite width (compiler/kernel_rules.py) --
+    def kernel_rule(self, k, plan):
+        """The kernel map of Flatten: the mean of the per-position diagonal."""
+        from .. import kernel_rules
+
+        return kernel_rules.flatten(self, k, plan)
 
     # -- finite width (compiler/network.py) --
     def init(self, key, shape):

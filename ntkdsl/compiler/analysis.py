@@ -1,0 +1,224 @@
+"""Which kernel entries each layer needs, and the checks on runtime inputs.
+
+The kernel of a layer's output is a covariance over *pairs of inputs* and, for
+data with spatial axes, over *pairs of positions*. Materialising every pair of
+positions costs a factor ``P`` (the number of positions) over keeping only the
+per-position variances ``K[p, p]``, so this pass decides, per point of the
+graph, which of the two is needed:
+
+* ``full``: the state holds ``K[p, q]`` for every pair of positions. Needed
+  upstream of ``AvgPool`` and ``GlobalAvgPool`` (their outputs mix positions),
+  and nowhere else: Dense, Conv and the pointwise layers map a per-position
+  diagonal to a per-position diagonal, and ``Flatten`` only reads the diagonal
+  (the mean of ``K[p, p]``). A conv stack read out by Flatten thus never builds
+  the ``(P, P, n1, n2)`` tensor.
+* after the last layer that needs ``full`` the state is cut down to its
+  diagonal (``full_out`` below), so later convolutions run on ``P`` entries
+  per pair, not ``P**2``.
+* ``cov``: the per-input variances (cov1 for the rows of x1, cov2 for x2) are
+  only read by pointwise layers, so they are dropped after the last one.
+
+The result is a :class:`LayerPlan` tree mirroring the layer graph
+(positionally, so a layer object that appears twice gets two plans).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .diagnostics import InputError
+from .graph import Net
+from .layers import (
+    AvgPool,
+    Conv,
+    Flatten,
+    GlobalAvgPool,
+    Layer,
+    Pointwise,
+    Residual,
+    Serial,
+    Shape,
+    ShapeError,
+)
+
+#: layers that read or change spatial axes: a net without any is fully connected
+_SPATIAL_LAYERS = (Conv, AvgPool, GlobalAvgPool, Flatten)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What the kernel evaluation of one layer (at one position of the graph) needs.
+
+    Attributes:
+        layer: the layer.
+        in_shape, out_shape: per-input shapes (no batch axis).
+        full_in: the incoming state holds every pair of positions.
+        full_out: the state after this layer (and after any cut to the diagonal)
+            holds every pair of positions.
+        cov_out: per-input variances are still needed after this layer.
+        children: plans of nested layers (Serial: one per layer; Residual:
+            ``(branch, shortcut)`` with ``None`` for an identity shortcut).
+    """
+
+    layer: Layer
+    in_shape: Shape
+    out_shape: Shape
+    full_in: bool
+    full_out: bool
+    cov_out: bool
+    children: tuple[LayerPlan | None, ...] = ()
+
+
+def _needs_full_in(layer: Layer, need_out: bool) -> bool:
+    """Whether ``layer``'s input must hold every pair of positions."""
+    if isinstance(layer, AvgPool | GlobalAvgPool):
+        return True
+    if isinstance(layer, Flatten):
+        return False
+    if isinstance(layer, Serial):
+        need = need_out
+        for child in reversed(layer.layers):
+            need = _needs_full_in(child, need)
+        return need
+    if isinstance(layer, Residual):
+        short = need_out if layer.shortcut is None else _needs_full_in(layer.shortcut, need_out)
+        return _needs_full_in(layer.branch, need_out) or short
+    return need_out  # Dense, Conv, pointwise: diagonal in, diagonal out
+
+
+def _needs_cov_in(layer: Layer, cov_out: bool) -> bool:
+    """Whether per-input variances must be known at ``layer``'s input."""
+    if isinstance(layer, Pointwise):
+        return True
+    if isinstance(layer, Serial):
+        need = cov_out
+        for child in reversed(layer.layers):
+            need = _needs_cov_in(child, need)
+        return need
+    if isinstance(layer, Residual):
+        short = cov_out if layer.shortcut is None else _needs_cov_in(layer.shortcut, cov_out)
+        return _needs_cov_in(layer.branch, cov_out) or short
+    return cov_out
+
+
+def _build(layer: Layer, shape: Shape, full_in: bool, need_out: bool, cov_out: bool
+           ) -> LayerPlan:
+    if isinstance(layer, Serial):
+        n = len(layer.layers)
+        need_after = [need_out] * n
+        cov_after = [cov_out] * n
+        for i in range(n - 1, 0, -1):
+            need_after[i - 1] = _needs_full_in(layer.layers[i], need_after[i])
+            cov_after[i - 1] = _needs_cov_in(layer.layers[i], cov_after[i])
+        plans = []
+        full, cur = full_in, shape
+        for child, need, cov in zip(layer.layers, need_after, cov_after):
+            p = _build(child, cur, full, need, cov)
+            plans.append(p)
+            full, cur = p.full_out, p.out_shape
+        return LayerPlan(layer, shape, cur, full_in, full and need_out, cov_out, tuple(plans))
+    if isinstance(layer, Residual):
+        branch = _build(layer.branch, shape, full_in, need_out, cov_out)
+        short = (None if layer.shortcut is None
+                 else _build(layer.shortcut, shape, full_in, need_out, cov_out))
+        out = layer.out_shape(shape)
+        full_out = full_in and need_out and len(out) > 1
+        return LayerPlan(layer, shape, out, full_in, full_out, cov_out, (branch, short))
+    try:
+        out = layer.out_shape(shape)
+    except ShapeError as e:
+        raise InputError(f"{layer.describe()} does not fit its input of shape {shape}: {e}"
+                         ) from None
+    if isinstance(layer, AvgPool | GlobalAvgPool) and not full_in:
+        raise AssertionError("analysis: pooling reached with a diagonal-only state")
+    full_out = full_in and need_out and len(out) > 1
+    return LayerPlan(layer, shape, out, full_in, full_out, cov_out)
+
+
+def plan(net: Net, input_shape: Shape) -> LayerPlan:
+    """The plan of the whole net for inputs of ``input_shape`` (no batch axis).
+
+    Arguments:
+        net: the layer graph.
+        input_shape: per-input shape, channel last.
+
+    Returns:
+        The :class:`LayerPlan` of ``net.body``; its ``full_in`` says whether
+        the input covariance is built over pairs of positions.
+
+    Raises:
+        InputError: the shape does not fit a layer of the net.
+    """
+    try:
+        net.body.out_shape(input_shape)
+    except ShapeError as e:
+        raise InputError(f"inputs of shape {input_shape} do not fit net '{net.name}': {e}"
+                         ) from None
+    full = len(input_shape) > 1 and _needs_full_in(net.body, False)
+    cov = _needs_cov_in(net.body, False)
+    return _build(net.body, input_shape, full, False, cov)
+
+
+def is_spatial(net: Net) -> bool:
+    """Whether any layer of ``net`` works on spatial axes (Conv, pooling, Flatten)."""
+    return any(isinstance(layer, _SPATIAL_LAYERS) for layer in net.walk())
+
+
+def check_inputs(net: Net, x1, x2) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check runtime inputs against ``net`` and return them as numpy arrays.
+
+    Rules: at least a batch and a feature axis; a fully connected net (no
+    Conv, pooling or Flatten) takes ``(n, features)``, a convolutional one
+    ``(n, *spatial, channels)`` with at least one spatial axis; x2 has the
+    same per-input shape as x1; every value is finite; no empty batch.
+
+    Arguments:
+        net: the layer graph.
+        x1, x2: the inputs (``x2`` may be ``None``).
+
+    Returns:
+        ``(x1, x2)`` as numpy arrays.
+
+    Raises:
+        InputError: one line naming the expected and the received shape or values.
+    """
+    arrays = []
+    spatial = is_spatial(net)
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is None:
+            arrays.append(None)
+            continue
+        try:
+            a = np.asarray(x)
+        except Exception as e:  # ragged lists and the like
+            raise InputError(f"{name} must be a numeric array, got {type(x).__name__}: {e}"
+                             ) from None
+        if a.dtype.kind not in "biuf":
+            raise InputError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+        expected = "(n, *spatial, channels)" if spatial else "(n, features)"
+        if a.ndim < 2 or (not spatial and a.ndim != 2) or (spatial and a.ndim < 3):
+            raise InputError(
+                f"{name} has shape {a.shape}, but net '{net.name}' expects inputs of shape "
+                f"{expected}"
+            )
+        if a.shape[0] == 0 or math.prod(a.shape[1:]) == 0:
+            raise InputError(f"{name} has shape {a.shape}: it must have at least one row "
+                             "and no empty axis")
+        arrays.append(a)
+    a1, a2 = arrays
+    if a2 is not None and a2.shape[1:] != a1.shape[1:]:
+        raise InputError(
+            f"x2 has shape {a2.shape}, but x1 has shape {a1.shape}: expected x2 of shape "
+            f"(n2, {', '.join(map(str, a1.shape[1:]))})"
+        )
+    for name, a in (("x1", a1), ("x2", a2)):
+        if a is not None and a.dtype.kind == "f" and not np.isfinite(a).all():
+            bad = np.argwhere(~np.isfinite(a))[0]
+            raise InputError(
+                f"{name} must be finite, but {name}[{', '.join(map(str, bad))}] = "
+                f"{a[tuple(bad)]}"
+            )
+    return a1, a2

@@ -1,0 +1,380 @@
+"""Layer graph -> one fused, jitted JAX function for the NNGP kernel and the NTK.
+
+:func:`evaluate_kernel` is what ``Model.kernel_fn`` calls. Per (net, per-input
+shape, tile shape, dtype, ``get``) the whole recursion (``analysis.plan`` then
+each layer's ``kernel`` rule, see ``kernel_rules.py``) is traced once into a
+single ``jax.jit`` function, compiled once and reused.
+
+Symmetric work once: with ``x2=None`` the rows of a tile are paired with
+themselves as a list of the pairs ``i <= j`` only (the upper triangle), and
+the matrix is mirrored at the end, so each pair is computed once.
+
+Tiling (``batch_size=B``): x1 and x2 are cut into blocks of B rows (the last
+one ragged: padded by repeating its last row, and the extra rows dropped), and
+the kernel is assembled from tiles; with ``x2=None`` only the tiles on and
+above the diagonal are computed, the others are their transposes. Every
+entry goes through exactly the same arithmetic whichever tile it falls in,
+so tiled results equal untiled ones. With no ``batch_size``, inputs whose
+kernel would not fit in a quarter of the available memory are tiled
+automatically (see docs/kernels.md for the memory model).
+
+Precision: float64 by default. ``jax_enable_x64`` is switched on when this
+module is imported (as the rest of the package does), because a local x64
+context cannot cover arrays created earlier or later by the caller; float32 is
+used when asked for, on float32 inputs, and every constant of the rules is a
+Python scalar, so it stays float32.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import kernel_rules
+from .analysis import LayerPlan, check_inputs, plan
+from .diagnostics import InputError
+from .kernel_rules import KernelState
+
+jax.config.update("jax_enable_x64", True)
+
+GETS = ("nngp", "ntk")
+_DTYPES = {"float64": np.float64, "float32": np.float32}
+_LETTERS = "abcdefgh"
+#: tiles at least this many show a progress bar by default
+PROGRESS_MIN_TILES = 8
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """The kernels between two batches of inputs, each ``(n1, n2)``.
+
+    Attributes:
+        nngp: the NNGP kernel (``None`` if not asked for).
+        ntk: the neural tangent kernel (``None`` if not asked for).
+    """
+
+    nngp: Any = None
+    ntk: Any = None
+
+
+# ---------------------------------------------------------------------------------------------
+# options
+
+
+def parse_get(get) -> tuple[tuple[str, ...], bool]:
+    """``get`` as a tuple of kernel names, and whether a single array is returned.
+
+    Raises:
+        InputError: an unknown name or an empty tuple.
+    """
+    single = isinstance(get, str)
+    names = (get,) if single else tuple(get)
+    if not names:
+        raise InputError("get must name at least one of 'nngp', 'ntk', got an empty tuple")
+    for n in names:
+        if n not in GETS:
+            raise InputError(f"get must be 'nngp', 'ntk' or a tuple of them, got {n!r}")
+    return names, single
+
+
+def parse_dtype(dtype) -> np.dtype:
+    """``None`` -> float64; 'float32' / 'float64' or numpy dtypes; else InputError."""
+    if dtype is None:
+        return np.dtype(np.float64)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in _DTYPES:
+        raise InputError(f"dtype must be float64 or float32, got {dtype!r}")
+    return dt
+
+
+# ---------------------------------------------------------------------------------------------
+# the traced function of one tile
+
+
+def _input_state(x1, x2, p: LayerPlan, rows, cols, need_ntk: bool, need_cov: bool
+                 ) -> KernelState:
+    """The kernels of the inputs: ``x1 . x2 / C`` per pair of positions (or per position)."""
+    nd = len(p.in_shape) - 1
+    full = p.full_in and nd > 0
+    c = p.in_shape[-1]
+    sp1, sp2 = _LETTERS[:nd], _LETTERS[:nd].upper()
+    hi = jax.lax.Precision.HIGHEST
+    same = x2 is None
+    y2 = x1 if same else x2
+    if full:
+        inter = "".join(a + b for a, b in zip(sp1, sp2))
+        nngp = jnp.einsum(f"n{sp1}z,m{sp2}z->{inter}nm", x1, y2, precision=hi) / c
+    else:
+        nngp = jnp.einsum(f"n{sp1}z,m{sp1}z->{sp1}nm", x1, y2, precision=hi) / c
+    if rows is not None:
+        nngp = nngp[..., rows, cols]
+
+    def cov(x):
+        if full:
+            return jnp.einsum(f"n{sp1}z,n{sp2}z->{inter}n", x, x, precision=hi) / c
+        return jnp.moveaxis(jnp.sum(x * x, axis=-1), 0, -1) / c
+
+    cov1 = cov2 = None
+    if need_cov:
+        cov1 = cov(x1)
+        cov2 = cov1 if same else cov(x2)
+    return KernelState(nngp=nngp, ntk=0.0 if need_ntk else None, cov1=cov1, cov2=cov2,
+                       same=same, rows=rows, cols=cols, full=full, nd=nd)
+
+
+def _final(a, k: KernelState):
+    """An output with spatial axes left: the per-output kernel is the mean over positions."""
+    if isinstance(a, float):
+        return a
+    return kernel_rules.mean_positions(a, k.full, k.nd) if k.nd else a
+
+
+def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...]):
+    """The jitted function of one tile.
+
+    Arguments:
+        p: the net's plan (for ``net.body``).
+        n1: rows of the x1 tile.
+        n2: rows of the x2 tile; ``None``: the tile of x1 with itself
+            (symmetric: pairs ``i <= j`` only, mirrored).
+        gets: which kernels to return.
+
+    Returns:
+        ``fn(x1)`` (symmetric) or ``fn(x1, x2)``, returning a tuple of
+        ``(n1, n2)`` arrays in the order of ``gets``.
+    """
+    need_ntk = "ntk" in gets
+    rows = cols = None
+    if n2 is None:
+        rows, cols = (np.asarray(i, dtype=np.int32) for i in np.triu_indices(n1))
+
+    def fn(x1, x2=None):
+        k = _input_state(x1, x2, p, rows, cols, need_ntk, _needs_cov(p))
+        k = kernel_rules.run(p, k)
+        outs = []
+        for g in gets:
+            a = _final(k.nngp if g == "nngp" else k.ntk, k)
+            if isinstance(a, float):  # a net without any Dense/Conv: the NTK is zero
+                a = jnp.zeros((n1, n1 if n2 is None else n2), x1.dtype)
+            elif rows is not None:
+                a = jnp.zeros((n1, n1), a.dtype).at[rows, cols].set(a).at[cols, rows].set(a)
+            outs.append(a)
+        return tuple(outs)
+
+    return jax.jit(fn)
+
+
+def _needs_cov(p: LayerPlan) -> bool:
+    from .analysis import _needs_cov_in
+
+    return _needs_cov_in(p.layer, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# memory model and tiling
+
+
+def positions_factor(p: LayerPlan) -> int:
+    """The largest number of kernel entries per pair of inputs at any point of the net."""
+    best = 1
+
+    def visit(q: LayerPlan | None):
+        nonlocal best
+        if q is None:
+            return
+        for shape, full in ((q.in_shape, q.full_in), (q.out_shape, q.full_out)):
+            npos = math.prod(shape[:-1]) if len(shape) > 1 else 1
+            best = max(best, npos * npos if full else npos)
+        for c in q.children:
+            visit(c)
+
+    visit(p)
+    return best
+
+
+#: arrays of one tile's size alive at once at the peak (nngp, ntk, a padded copy,
+#: an accumulator, T and Tdot); measured on the benchmark nets, see docs/kernels.md
+LIVE_ARRAYS = 6
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable), or 4 GiB if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def default_batch_size(p: LayerPlan, n1: int, n2: int, symmetric: bool, itemsize: int,
+                       memory: int | None = None) -> int | None:
+    """A tile size that keeps a tile's peak within a quarter of the available memory.
+
+    Returns:
+        ``None`` when the whole kernel fits (no tiling), else the tile size B.
+    """
+    budget = (available_memory() if memory is None else memory) // 4
+    per_pair = positions_factor(p) * itemsize * LIVE_ARRAYS
+    pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
+    if pairs * per_pair <= budget:
+        return None
+    b = math.isqrt(max(budget // per_pair, 1))
+    return max(1, b)
+
+
+def _blocks(n: int, b: int) -> list[tuple[int, int]]:
+    return [(s, min(s + b, n)) for s in range(0, n, b)]
+
+
+def _padded(x: np.ndarray, lo: int, hi: int, b: int) -> np.ndarray:
+    """Rows lo:hi, padded to b rows by repeating the last one (results for them are dropped)."""
+    blk = x[lo:hi]
+    if hi - lo < b:
+        blk = np.concatenate([blk, np.repeat(blk[-1:], b - (hi - lo), axis=0)])
+    return blk
+
+
+def _progress(total: int, progress) -> Any:
+    show = progress if progress is not None else total >= PROGRESS_MIN_TILES
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="kernel tiles", unit="tile", file=sys.stderr,
+                disable=os.environ.get("NTKDSL_NO_PROGRESS") == "1")
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def _cache_of(model) -> dict:
+    cache = getattr(model, "_cache", None)
+    if cache is None:
+        cache = _MODULE_CACHE.setdefault(id(model), {})
+    return cache
+
+
+_MODULE_CACHE: dict[int, dict] = {}
+
+
+def get_plan(model, in_shape: tuple[int, ...]) -> LayerPlan:
+    """The (cached) plan of ``model``'s net for inputs of ``in_shape``."""
+    net = getattr(model, "net", model)
+    cache = _cache_of(model)
+    key = ("plan", in_shape)
+    if key not in cache:
+        cache[key] = plan(net, in_shape)
+    return cache[key]
+
+
+def _tile_fn(model, p: LayerPlan, n1: int, n2: int | None, dt: np.dtype, gets):
+    cache = _cache_of(model)
+    key = ("kernel_fn", p.in_shape, n1, n2, dt.name, gets)
+    if key not in cache:
+        cache[key] = build_tile_fn(p, n1, n2, gets)
+    return cache[key]
+
+
+def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None,
+                    progress=None):
+    """The analytic NNGP kernel and/or NTK between the rows of ``x1`` and ``x2``.
+
+    Arguments:
+        model: a :class:`ntkdsl.Model` (or a :class:`Net`).
+        x1: inputs ``(n1, *input_shape)``, channel last.
+        x2: inputs ``(n2, *input_shape)``; ``None`` means x1 with itself.
+        get: ``"nngp"``, ``"ntk"`` or a tuple of them.
+        dtype: float64 (default) or float32.
+        batch_size: tile size over rows (any positive int; the last tile may be
+            ragged); ``None``: no tiling unless the kernel would not fit in
+            memory, then a size chosen from the available memory.
+        progress: show a progress bar over tiles; ``None``: when there are
+            at least ``PROGRESS_MIN_TILES`` tiles.
+
+    Returns:
+        For a string ``get`` the ``(n1, n2)`` array; for a tuple a
+        :class:`Kernel` with those attributes set.
+
+    Raises:
+        InputError: bad inputs or options (one line: expected vs received).
+    """
+    gets, single = parse_get(get)
+    dt = parse_dtype(dtype)
+    net = getattr(model, "net", model)
+    a1, a2 = check_inputs(net, x1, x2)
+    a1 = a1.astype(dt, copy=False)
+    a2 = None if a2 is None else a2.astype(dt, copy=False)
+    p = get_plan(model, tuple(a1.shape[1:]))
+    n1 = a1.shape[0]
+    n2 = n1 if a2 is None else a2.shape[0]
+    sym = a2 is None
+
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) \
+                or batch_size <= 0:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        b = int(batch_size)
+    else:
+        b = default_batch_size(p, n1, n2, sym, dt.itemsize)
+
+    if b is None or b >= max(n1, n2):
+        if sym:
+            outs = _tile_fn(model, p, n1, None, dt, gets)(a1)
+        else:
+            outs = _tile_fn(model, p, n1, n2, dt, gets)(a1, a2)
+    else:
+        outs = _tiled(model, p, a1, a2, b, dt, gets, progress)
+
+    result = dict(zip(gets, outs))
+    if single:
+        return result[gets[0]]
+    return Kernel(nngp=result.get("nngp"), ntk=result.get("ntk"))
+
+
+def _tiled(model, p, a1, a2, b, dt, gets, progress):
+    """Assemble the kernel from tiles of at most b x b (symmetric tiles computed once)."""
+    sym = a2 is None
+    n1 = a1.shape[0]
+    n2 = n1 if sym else a2.shape[0]
+    b1, b2 = min(b, n1), min(b, n2)
+    blocks1 = _blocks(n1, b1)
+    blocks2 = blocks1 if sym else _blocks(n2, b2)
+    if sym:
+        tiles = [(i, j) for i in range(len(blocks1)) for j in range(i, len(blocks1))]
+    else:
+        tiles = [(i, j) for i in range(len(blocks1)) for j in range(len(blocks2))]
+    outs = [np.empty((n1, n2), dt) for _ in gets]
+    grid_fn = _tile_fn(model, p, b1, b2, dt, gets)
+    sym_fn = _tile_fn(model, p, b1, None, dt, gets) if sym else None
+    xb1 = [_padded(a1, lo, hi, b1) for lo, hi in blocks1]
+    xb2 = xb1 if sym else [_padded(a2, lo, hi, b2) for lo, hi in blocks2]
+    bar = _progress(len(tiles), progress)
+    try:
+        for i, j in tiles:
+            (lo1, hi1), (lo2, hi2) = blocks1[i], blocks2[j]
+            res = sym_fn(xb1[i]) if sym and i == j else grid_fn(xb1[i], xb2[j])
+            for out, r in zip(outs, res):
+                r = np.asarray(r)[: hi1 - lo1, : hi2 - lo2]
+                out[lo1:hi1, lo2:hi2] = r
+                if sym and i != j:
+                    out[lo2:hi2, lo1:hi1] = r.T
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return tuple(jnp.asarray(o) for o in outs)
