@@ -37,13 +37,13 @@ def add_parser(subparsers) -> None:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``"8,8,1"`` (or ``"(8, 8, 1)"``, ``"8x8x1"``) -> ``(8, 8, 1)``.
+    """``"8,8,1"`` (or ``"(8, 8, 1)"``) -> ``(8, 8, 1)``.
 
     Raises:
         InputError: not a list of positive integers.
     """
-    cleaned = text.strip().strip("()[]").replace("x", ",")
-    parts = [p.strip() for p in cleaned.split(",") if p.strip()]
+    cleaned = text.strip().strip("()[]").strip().rstrip(",")
+    parts = [p.strip() for p in cleaned.split(",")]
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:

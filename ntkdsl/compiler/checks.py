@@ -95,7 +95,7 @@ def _spatial_layer(layer: Layer, state: _State, tuples: dict[str, Stride]) -> _S
                 raise _error(
                     layer,
                     f"'{arg}' of {_name(layer)} has {len(value)} entries, but earlier layers "
-                    f"use {ndim} spatial axes",
+                    f"use {ndim} spatial ax{'es' if ndim != 1 else 'is'}",
                 )
             ndim = len(value)
     return replace(state, spatial=True, ndim=ndim)
@@ -228,7 +228,8 @@ def infer_shapes(net: Net, input_shape: Shape) -> list[tuple[Layer, Shape]]:
             try:
                 new = layer.out_shape(shape)
             except ShapeError as e:
-                raise SpecError(str(e), layer.span, [f"its input has shape {shape}"]) from None
+                notes = [] if str(shape) in str(e) else [f"its input has shape {shape}"]
+                raise SpecError(str(e), layer.span, notes) from None
             out.append((layer, new))
             shape = new
         return shape

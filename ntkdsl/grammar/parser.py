@@ -204,7 +204,9 @@ def _translate(e: lark.exceptions.UnexpectedInput, source: str, filename: str) -
             span = Span(filename, token.line, token.column, token.end_line, token.end_column,
                         source)
         msg = f"unexpected {_describe_token(token)}"
-        want = _describe_expected(set(e.expected or ()))
+        # ``accepts`` is what the parser really takes here; ``expected`` (LALR lookaheads
+        # of a state with default reductions) can list tokens that would fail a step later
+        want = _describe_expected(set(getattr(e, "accepts", None) or e.expected or ()))
         if want:
             msg += f"; expected {want}"
         return SpecError(msg, span)
