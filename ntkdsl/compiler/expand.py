@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..grammar import ast
-from ..grammar.parser import parse_expression, parse_module
+from ..grammar.parser import MAX_SOURCE_CHARS, parse_expression, parse_module
 from .diagnostics import Span, SpecError, did_you_mean
 from .evaluate import ArgValue, Evaluator, LayerRef, format_value, type_name
 from .graph import Net
@@ -141,6 +141,9 @@ class Loader:
             return self.cache[key]
         name = display if display is not None else str(path)
         try:
+            if os.path.getsize(path) > 4 * MAX_SOURCE_CHARS:  # do not read a huge file at all
+                raise SpecError(f"spec file is too large ({os.path.getsize(path)} bytes)",
+                                filename=name)
             data = Path(path).read_bytes()
         except OSError as e:
             raise SpecError(f"cannot read spec file: {e.strerror or e}", filename=name) from None
@@ -357,7 +360,7 @@ def apply_defaults(stmt: ast.Defaults, env: Env) -> None:
             raise env.error(
                 f"'defaults' cannot set '{key}'; it sets W_std, b_std or parameterization",
                 item.span, did_you_mean(key or "", DEFAULT_KEYS))
-        value = coerce(key, ev(item.value))
+        value = ev(item.value)
         try:
             Dense(out=1, **{key: value})
         except LayerArgError as e:
@@ -485,9 +488,14 @@ def make_layer(cls: type[Layer], args: tuple[ArgValue, ...], stmt: ast.Call, env
         if f.name not in bound and is_required(f):
             raise env.error(f"{cls.spec_name} is missing its argument '{f.name}'",
                             stmt.name_span)
-    kwargs = {k: coerce(k, v) for k, (v, _) in bound.items()}
+    # integers where integers are needed first; reals after validation, so that
+    # messages show the value as written (-1, not -1.0)
+    kwargs = {k: v if k in _FLOAT_ARGS else coerce(k, v) for k, (v, _) in bound.items()}
     try:
         layer = cls(span=span, **kwargs)
+        reals = {k: coerce(k, v) for k, v in kwargs.items() if k in _FLOAT_ARGS}
+        if any(type(v) is not type(kwargs[k]) for k, v in reals.items()):
+            layer = dataclasses.replace(layer, **reals)
     except LayerArgError as e:
         arg_span = bound.get(e.arg, (None, None))[1] if e.arg else None
         raise env.error(e.message, arg_span or stmt.span) from None
