@@ -316,3 +316,42 @@ def test_paper_fc_nets_have_the_paper_variances():
     fc1, fc3 = load_all(EXAMPLES / "fc_relu.ntk")
     assert sum(isinstance(x, Relu) for x in fc1.body.layers) == 1
     assert sum(isinstance(x, Relu) for x in fc3.body.layers) == 3
+
+
+def test_every_builtin_layer_of_the_language():
+    from ntkdsl.compiler.layers import ABRelu, Flatten, Gelu, Identity, LeakyRelu, Sin
+
+    src = """net a {
+        Conv(4, (3, 2), strides = (1, 2), padding = CIRCULAR, W_std = 1.5, b_std = 0.1,
+             parameterization = "standard")
+        Relu LeakyRelu(0.1) ABRelu(-0.5, 2) Erf(2, 0.5, 0.1) Gelu Sin(1, 2, 0.5) Tanh Identity
+        AvgPool((2, 2), strides = 1, padding = SAME)
+        AvgPool(2)
+        Flatten
+        Dense(3, 2, 0.5, "standard")
+    }"""
+    got = layers(src)
+    assert got == (
+        Conv(out=4, kernel=(3, 2), strides=(1, 2), padding="CIRCULAR", W_std=1.5, b_std=0.1,
+             parameterization="standard"),
+        Relu(), LeakyRelu(alpha=0.1), ABRelu(a=-0.5, b=2.0), Erf(a=2.0, b=0.5, c=0.1), Gelu(),
+        Sin(a=1.0, b=2.0, c=0.5), Tanh(), Identity(),
+        AvgPool(window=(2, 2), strides=1, padding="SAME"), AvgPool(window=2), Flatten(),
+        Dense(out=3, W_std=2.0, b_std=0.5, parameterization="standard"),
+    )
+    shapes = [s for _, s in infer_shapes(parse(src), (8, 8, 2))]
+    assert shapes[0] == (8, 4, 4) and shapes[9] == (8, 4, 4) and shapes[10] == (4, 2, 4)
+    assert shapes[-2:] == [(32,), (3,)]
+
+
+def test_python_override_values():
+    import numpy as np
+
+    src = "net a(w = 2, k = (3, 3)) { Conv(w, k) }"
+    assert layers(src, w=np.int64(5), k=[1, 1]) == (Conv(out=5, kernel=(1, 1)),)
+    assert layers(src, w=4.0) == (Conv(out=4, kernel=(3, 3)),)
+    for bad in (True, {"x": 1}, float("nan"), None):
+        with pytest.raises(SpecError, match="override 'w'"):
+            parse(src, w=bad)
+    with pytest.raises(SpecError, match="'out' must be a positive integer"):
+        parse(src, w="wide")
