@@ -852,8 +852,11 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
     """A jitted ``(x_test, t) -> Gaussian(mean, cov)`` for a compiled model (eq. 13-16).
 
     The train-train kernels, their eigendecomposition and Cholesky factor are
-    computed once, here (so conditioning warnings appear now); the returned
-    function computes the test kernels and the predictive equations.
+    computed once, here (so conditioning warnings appear now, and the train
+    kernel may be tiled). The returned function is one ``jax.jit`` of the
+    test-train and test-test kernel computation (the kernel compiler's traceable
+    tile function, untiled) and the predictive equations; it is compiled once per
+    test-set size and shape of ``t``.
 
     Arguments:
         model: a :class:`ntkdsl.Model`.
@@ -868,59 +871,37 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
         ``(*t.shape, m, k)`` and ``cov`` ``(*t.shape, m, m)`` (``None`` without
         ``compute_cov``).
     """
-    dtype = _dtype(dtype)
-    x_train = _as_array(x_train, "x_train", dtype)
-    get = ("nngp", "ntk") if kind == "ntk" else "nngp"
+    from .compiler.kernels import build_tile_fn, check_inputs, get_plan
+
     if kind not in KINDS:
         raise InputError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
-    kern = model.kernel_fn(x_train, None, get, dtype=dtype)
-    nngp = kern if kind == "nngp" else kern.nngp
-    ntk = None if kind == "nngp" else kern.ntk
-    dyn = gradient_descent_mse_gp(nngp, y_train, ntk_train_train=ntk, kind=kind,
+    dtype = _dtype(dtype)
+    net = getattr(model, "net", model)
+    x_train = jnp.asarray(check_inputs(net, x_train, None)[0], dtype)
+    gets = ("nngp", "ntk") if kind == "ntk" else ("nngp",)
+    kern = model.kernel_fn(x_train, None, gets, dtype=dtype)
+    dyn = gradient_descent_mse_gp(kern.nngp, y_train, ntk_train_train=kern.ntk, kind=kind,
                                   learning_rate=learning_rate, diag_reg=diag_reg, loss=loss,
                                   dtype=dtype)
-    kernel_fn = _traceable_kernel_fn(model, dtype)
+    p = get_plan(model, tuple(x_train.shape[1:]))
+    n = x_train.shape[0]
 
-    def equations(t, k_tx, k_tt, th_tx):
-        return dyn(t, k_tx, k_tt, th_tx)
-
-    eq_jit = jax.jit(equations)
-
-    def test_kernels(x_test):
-        kx = kernel_fn(x_test, x_train, get)
-        k_tx = kx if kind == "nngp" else kx.nngp
-        th_tx = None if kind == "nngp" else kx.ntk
-        k_tt = kernel_fn(x_test, None, "nngp") if compute_cov else None
-        return k_tx, k_tt, th_tx
-
+    @jax.jit
     def fused(x_test, t):
-        return equations(t, *test_kernels(x_test))
-
-    fused_jit = jax.jit(fused)
-    state = {"fused": True}
+        m = x_test.shape[0]
+        kx = build_tile_fn(p, m, n, gets)(x_test, x_train)
+        k_tt = build_tile_fn(p, m, None, ("nngp",))(x_test)[0] if compute_cov else None
+        return dyn(t, kx[0], k_tt, kx[1] if kind == "ntk" else None)
 
     def predict_fn(x_test, t):
         """Mean and covariance of the outputs on ``x_test`` at times ``t``."""
-        x_test = _as_array(x_test, "x_test", dtype)
+        x_test = jnp.asarray(check_inputs(net, x_test, None)[0], dtype)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise InputError(f"x_test: expected shape (m, {', '.join(map(str, x_train.shape[1:]))})"
                              f" like x_train, got {x_test.shape}")
         t = jnp.asarray(t, dtype)
         _times(t, dtype)
-        if state["fused"]:
-            try:
-                return fused_jit(x_test, t)
-            except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
-                    jax.errors.TracerBoolConversionError):
-                state["fused"] = False  # kernel code needs concrete inputs: run it eagerly
-        return eq_jit(t, *test_kernels(x_test))
+        return fused(x_test, t)
 
-    predict_fn.fused = lambda: state["fused"]
+    predict_fn.dynamics = dyn
     return predict_fn
-
-
-def _traceable_kernel_fn(model, dtype):
-    """``(x1, x2, get) -> kernels`` of the model, without tiling or progress (jit-friendly)."""
-    def kernel_fn(x1, x2, get):
-        return model.kernel_fn(x1, x2, get, dtype=dtype, progress=False)
-    return kernel_fn
