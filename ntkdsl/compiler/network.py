@@ -168,7 +168,7 @@ def avg_pool_apply(layer, x: jax.Array) -> jax.Array:
         x = _pad_spatial(x, pads, "wrap")
         pads = [(0, 0)] * nd
     summed = lax.reduce_window(
-        x, jnp.zeros((), x.dtype), lax.add, (1, *ws, 1), (1, *ss, 1),
+        x, 0.0, lax.add, (1, *ws, 1), (1, *ss, 1),  # a literal 0 keeps it differentiable
         [(0, 0), *pads, (0, 0)],
     )
     return summed / math.prod(ws)
@@ -325,6 +325,7 @@ def apply(net: Net, params: Params, x) -> jax.Array:
             )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.isfinite(x).all()):
+    # numpy, not jnp: under an outer jit a jnp reduction of a constant is traced too
+    if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
         raise InputError(f"inputs of shape {tuple(x.shape)} contain NaN or infinite values")
     return net.body.apply(params, x)
