@@ -77,6 +77,7 @@ def test_records_and_ensemble_match_single_runs(setup):
     np.testing.assert_allclose(res.watched[1, 0], np.asarray(ps[0]["w"])[1, 0, :2])
 
 
+@pytest.mark.slow
 def test_sgd_and_cross_entropy(setup):
     _, _, x, _, _ = setup
     m2 = ntkdsl.compile(SPEC, outputs=3)
