@@ -19,6 +19,12 @@ GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 GOLDENS = sorted(GOLDEN_DIR.glob("*.npz"))
 #: tolerance relative to the largest entry of the peer's kernel
 RTOL = 1e-6
+#: goldens whose XLA compile takes longest and whose features the others also cover
+#: (run them with ``pytest -m slow``): 2-D AvgPool paddings (also in conv1d_avgpool_tanh,
+#: conv2d_standard, conv3d_circular_flatten), conv residuals (fc_residual), 2-D CIRCULAR
+#: (1-D and 3-D goldens), deep conv (conv1d_mixed_deep), Myrtle.
+SLOW = {"conv2d_avgpool_explicit", "conv2d_avgpool_default", "resnet_projection",
+        "conv2d_circular", "resnet_identity", "myrtle5", "deep_conv_relu"}
 
 
 def _load(path: Path) -> dict:
@@ -47,7 +53,10 @@ def _compare(got, want: np.ndarray, what: str) -> str | None:
             f"entries off")
 
 
-@pytest.mark.parametrize("path", GOLDENS, ids=[p.stem for p in GOLDENS])
+@pytest.mark.parametrize("path", [
+    pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SLOW else [])
+    for p in GOLDENS
+])
 def test_golden(path: Path) -> None:
     """``kernel_fn`` matches the peer at 1e-6 of the largest entry, for both input pairs."""
     import ntkdsl
@@ -69,6 +78,7 @@ def test_goldens_cover_the_language() -> None:
     from ntkdsl.compiler.layers import BUILTINS
 
     assert len(GOLDENS) >= 24, f"only {len(GOLDENS)} goldens in {GOLDEN_DIR}"
+    assert SLOW <= {p.stem for p in GOLDENS}, "SLOW names a golden that does not exist"
     goldens = [_load(p) for p in GOLDENS]
     specs = "\n".join(str(g["spec"]) for g in goldens)
     for name in BUILTINS:
