@@ -233,6 +233,13 @@ def train(model, params0, x_train, y_train, x_test=None, y_test=None, *,
     if not 0 <= beta < 1:
         raise InputError(f"momentum: expected a number in [0, 1), got {momentum}")
     params0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params0)
+    # A net with fewer outputs than targets would broadcast silently in the loss
+    # (and train with a silently scaled rate): compare shapes before any work.
+    one = jax.tree_util.tree_map(lambda a: a[0], params0) if ensemble else params0
+    out = jax.eval_shape(apply_fn, one, x[:1])
+    if out.shape[1:] != y.shape[1:]:
+        raise InputError(f"y_train: expected {out.shape[-1]} outputs per example (what the "
+                         f"network gives), got shape {y.shape}")
     key = jax.random.PRNGKey(0) if key is None else key
     n_ntk = 0 if not ntk_points else min(int(ntk_points), n)
     points = _record_points(steps, record_every)

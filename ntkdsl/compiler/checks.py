@@ -11,7 +11,13 @@ reject what can never work:
 * a Residual whose two paths give different channel counts, different total
   strides, or one with and one without spatial axes;
 * a non-identity Residual path that does not end in Dense or Conv (the
-  summed paths would not be independent Gaussians, so kernels would not add).
+  summed paths would not be independent Gaussians, so kernels would not add);
+* a nonlinearity whose input is not Gaussian in the infinite-width limit: the
+  raw input, or the output of another nonlinearity with no Dense or Conv in
+  between. The closed forms T and Tdot are expectations over a Gaussian, so
+  the kernel of such a net would be silently wrong (``Relu; Relu`` would get
+  half of the right diagonal, for instance). Identity, pooling and Flatten are
+  linear and keep Gaussianity; a Residual sum is Gaussian when both paths are.
 
 :func:`infer_shapes` then checks a concrete input shape layer by layer.
 """
@@ -28,7 +34,9 @@ from .layers import (
     Dense,
     Flatten,
     GlobalAvgPool,
+    Identity,
     Layer,
+    Pointwise,
     Residual,
     Serial,
     Shape,
@@ -45,6 +53,8 @@ class _State:
     removed_by: Layer | None = None
     ndim: int | None = None  # number of spatial axes, when a tuple argument fixed it
     stride: Stride = 1
+    # why the activations here are not Gaussian (None: they are)
+    not_gaussian: str | None = "the raw input"
 
 
 def _where(layer: Layer | None) -> str:
@@ -103,10 +113,11 @@ def _spatial_layer(layer: Layer, state: _State, tuples: dict[str, Stride]) -> _S
 
 def _step(layer: Layer, state: _State) -> _State:
     if isinstance(layer, Dense):
-        return replace(state, channels=layer.out)
+        return replace(state, channels=layer.out, not_gaussian=None)
     if isinstance(layer, Conv):
         state = _spatial_layer(layer, state, {"kernel": layer.kernel, "strides": layer.strides})
-        return replace(state, channels=layer.out, stride=_stride_mul(state.stride, layer.strides))
+        return replace(state, channels=layer.out, stride=_stride_mul(state.stride, layer.strides),
+                       not_gaussian=None)
     if isinstance(layer, AvgPool):
         strides = layer.effective_strides
         state = _spatial_layer(layer, state, {"window": layer.window, "strides": strides})
@@ -115,14 +126,25 @@ def _step(layer: Layer, state: _State) -> _State:
         state = _spatial_layer(layer, state, {})
         return replace(state, spatial=False, removed_by=layer, stride=1)
     if isinstance(layer, Flatten):
-        return _State(channels=None, spatial=False, removed_by=layer, stride=1)
+        return _State(channels=None, spatial=False, removed_by=layer, stride=1,
+                      not_gaussian=state.not_gaussian)
     if isinstance(layer, Residual):
         return _residual(layer, state)
     if isinstance(layer, Serial):
         for child in layer.layers:
             state = _step(child, state)
         return state
-    return state  # pointwise layers keep everything
+    if isinstance(layer, Pointwise) and not isinstance(layer, Identity):
+        if state.not_gaussian is not None:
+            raise _error(
+                layer,
+                f"{_name(layer)} needs a Gaussian input, but its input is "
+                f"{state.not_gaussian}: put a Dense or Conv before it",
+                ["the infinite-width kernels of a nonlinearity are expectations over "
+                 "the Gaussian output of an affine layer"],
+            )
+        return replace(state, not_gaussian=f"the output of {_name(layer)}{_where(layer)}")
+    return state  # Identity keeps everything
 
 
 def _last_leaf(serial: Serial) -> Layer | None:
@@ -164,6 +186,7 @@ def _residual(layer: Residual, state: _State) -> _State:
             "they must downsample alike to be added",
         )
     return _State(
+        not_gaussian=a.not_gaussian or b.not_gaussian,
         channels=a.channels if a.channels is not None else b.channels,
         spatial=a.spatial if a.spatial is not None else b.spatial,
         removed_by=a.removed_by or b.removed_by,

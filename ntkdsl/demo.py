@@ -1,0 +1,257 @@
+"""The main job: the paper's result on a real dataset (what ``make demo`` runs).
+
+On scikit-learn's 8x8 digits (no download) it
+
+1. compiles two specs (a fully connected ReLU net and a small CNN) and
+   computes their analytic NNGP kernel and NTK, then reports the test accuracy
+   of the NNGP posterior (eq. 13) and of the NTK-GP at t = inf (eq. 16);
+2. trains a finite-width network and its linearisation from the same
+   initialisation with full-batch gradient descent on the total MSE loss
+   (eq. 2), and compares their test outputs over training with each other and
+   with the closed-form prediction of eq. 9-11 driven by the *analytic* NTK
+   (started from the network's own initial outputs);
+3. prints a short table and saves a plot and the numbers (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .compiler.diagnostics import InputError
+
+#: the example specs used by default, relative to the repository's examples/specs
+DEFAULT_KERNEL_SPECS = (("fc_relu.ntk", "fc3", True), ("digits_cnn.ntk", "cnn_flatten", False))
+DEFAULT_TRAIN_SPEC = ("fc_relu.ntk", "fc3", True)
+#: every spec is compiled with one output per digit class
+N_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Options of the main job (see ``ntkdsl demo --help``)."""
+
+    n_train: int = 256
+    n_test: int = 256
+    width: int = 512
+    steps: int = 400
+    record_every: int = 20
+    out: Path = Path("demo-out")
+    specs_dir: Path | None = None
+    kernel_specs: tuple[tuple[str, str, bool], ...] = DEFAULT_KERNEL_SPECS
+    train_spec: tuple[str, str, bool] = DEFAULT_TRAIN_SPEC
+    seed: int = 0
+    progress: bool = True
+    results: dict = field(default_factory=dict, compare=False)
+
+
+def find_specs_dir() -> Path:
+    """``examples/specs`` of the checkout ntkdsl runs from, or of the current directory."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        d = base / "examples" / "specs"
+        if d.is_dir():
+            return d
+    raise InputError(
+        "examples/specs not found: run from the repository or pass --specs-dir DIR"
+    )
+
+
+def _accuracy(mean: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(mean, axis=-1) == labels))
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.mean((a - b) ** 2, axis=(-2, -1)))
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def kernel_predictions(cfg: DemoConfig, data, specs_dir: Path, log) -> list[dict]:
+    """NNGP-posterior and NTK-GP (t = inf) test accuracy for each kernel spec."""
+    import ntkdsl
+    from ntkdsl.predict import gp_inference, gradient_descent_mse_gp
+
+    rows = []
+    for fname, net, flat in cfg.kernel_specs:
+        model = ntkdsl.compile_file(specs_dir / fname, net=net, outputs=N_CLASSES)
+        xtr, xte = data.x_train, data.x_test
+        if flat:
+            xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
+        t0 = time.perf_counter()
+        k_tr = model.kernel_fn(xtr, None, ("nngp", "ntk"), progress=cfg.progress)
+        k_te = model.kernel_fn(xte, xtr, ("nngp", "ntk"), progress=cfg.progress)
+        seconds = time.perf_counter() - t0
+        nngp = gp_inference(k_tr.nngp, data.y_train, k_te.nngp, diag_reg=1e-6)
+        ntk = gradient_descent_mse_gp(k_tr.nngp, data.y_train, ntk_train_train=k_tr.ntk,
+                                      kind="ntk", diag_reg=1e-6)(np.inf, k_te.nngp, None, k_te.ntk)
+        row = {
+            "spec": f"{fname}:{net}",
+            "kernel_seconds": round(seconds, 3),
+            "nngp_accuracy": _accuracy(np.asarray(nngp.mean), data.labels_test),
+            "ntk_accuracy": _accuracy(np.asarray(ntk.mean), data.labels_test),
+        }
+        log(f"  {row['spec']:<28} kernels {seconds:6.2f} s   "
+            f"NNGP acc {row['nngp_accuracy']:.3f}   NTK-GP acc {row['ntk_accuracy']:.3f}")
+        rows.append(row)
+    return rows
+
+
+def training_dynamics(cfg: DemoConfig, data, specs_dir: Path, log) -> dict:
+    """A finite net, its linearisation and the analytic eq. 9-11 prediction over GD."""
+    import jax
+
+    import ntkdsl
+    from ntkdsl.predict import eta_critical, gradient_descent_mse
+    from ntkdsl.train import train
+
+    fname, net, flat = cfg.train_spec
+    model = ntkdsl.compile_file(specs_dir / fname, net=net, width=cfg.width,
+                                 outputs=N_CLASSES)
+    xtr, xte = data.x_train, data.x_test
+    if flat:
+        xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
+    k_tr = model.kernel_fn(xtr, None, "ntk", progress=False)
+    k_te = model.kernel_fn(xte, xtr, "ntk", progress=False)
+    # half the critical rate: stable for discrete steps (eta_critical = 2 / (l_min + l_max))
+    eta = 0.5 * float(eta_critical(k_tr))
+    params0 = model.init(jax.random.PRNGKey(cfg.seed), xtr.shape[1:])
+    t0 = time.perf_counter()
+    res = train(model, params0, xtr, data.y_train, xte, data.y_test, optimizer="gd",
+                learning_rate=eta, steps=cfg.steps, record_every=cfg.record_every,
+                ntk_points=32)
+    seconds = time.perf_counter() - t0
+    steps = np.asarray(res.steps)
+    dyn = gradient_descent_mse(k_tr, data.y_train, learning_rate=eta, optimizer="gd")
+    an_train, an_test = dyn(steps, fx_train_0=res.fx_train[0], fx_test_0=res.fx_test[0],
+                            k_test_train=k_te)
+    an_train, an_test = np.asarray(an_train), np.asarray(an_test)
+
+    def loss(f, y):  # the paper's total loss (eq. 2), averaged per example for reading
+        return 0.5 * np.sum((f - y) ** 2, axis=(-2, -1)) / y.shape[0]
+
+    out = {
+        "spec": f"{fname}:{net} width={cfg.width}",
+        "learning_rate": eta,
+        "train_seconds": round(seconds, 3),
+        "steps": steps.tolist(),
+        "loss_train": {"net": loss(res.fx_train, data.y_train).tolist(),
+                       "linearized": loss(res.lin_fx_train, data.y_train).tolist(),
+                       "analytic": loss(an_train, data.y_train).tolist()},
+        "loss_test": {"net": loss(res.fx_test, data.y_test).tolist(),
+                      "linearized": loss(res.lin_fx_test, data.y_test).tolist(),
+                      "analytic": loss(an_test, data.y_test).tolist()},
+        "accuracy_test": {
+            "net": [_accuracy(f, data.labels_test) for f in res.fx_test],
+            "linearized": [_accuracy(f, data.labels_test) for f in res.lin_fx_test],
+            "analytic": [_accuracy(f, data.labels_test) for f in an_test],
+        },
+        "rmse_test": {"net_vs_linearized": _rmse(res.fx_test, res.lin_fx_test).tolist(),
+                      "net_vs_analytic": _rmse(res.fx_test, an_test).tolist()},
+        "output_scale": float(np.sqrt(np.mean(res.fx_test[-1] ** 2))),
+        "ntk_change": None if res.ntk_change is None else res.ntk_change.tolist(),
+        "example_outputs": {"net": res.fx_test[:, :3, 0].tolist(),
+                            "linearized": res.lin_fx_test[:, :3, 0].tolist(),
+                            "analytic": an_test[:, :3, 0].tolist()},
+    }
+    return out
+
+
+def print_table(dyn: dict, log) -> None:
+    """The dynamics as a short table: losses, accuracies and RMSEs over training."""
+    log(f"  {'step':>5} | {'train loss: net':>15} {'lin':>8} {'theory':>8} | "
+        f"{'test acc: net':>13} {'lin':>6} {'theory':>6} | {'RMSE net-lin':>12} {'net-theory':>10}")
+    steps = dyn["steps"]
+    idx = sorted({0, len(steps) // 8, len(steps) // 4, len(steps) // 2, len(steps) - 1})
+    for i in idx:
+        log(f"  {steps[i]:>5} | {dyn['loss_train']['net'][i]:>15.4f} "
+            f"{dyn['loss_train']['linearized'][i]:>8.4f} {dyn['loss_train']['analytic'][i]:>8.4f} | "
+            f"{dyn['accuracy_test']['net'][i]:>13.3f} {dyn['accuracy_test']['linearized'][i]:>6.3f} "
+            f"{dyn['accuracy_test']['analytic'][i]:>6.3f} | "
+            f"{dyn['rmse_test']['net_vs_linearized'][i]:>12.4f} "
+            f"{dyn['rmse_test']['net_vs_analytic'][i]:>10.4f}")
+
+
+def plot(dyn: dict, path: Path) -> None:
+    """Three panels: losses, net-vs-linearisation RMSE, a few test outputs over training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.asarray(dyn["steps"])
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    styles = {"net": "-", "linearized": "--", "analytic": ":"}
+    for name, ls in styles.items():
+        ax[0].plot(steps, dyn["loss_train"][name], ls, color="C0", label=f"train, {name}")
+        ax[0].plot(steps, dyn["loss_test"][name], ls, color="C1", label=f"test, {name}")
+    ax[0].set(xlabel="GD step", ylabel="loss per example", yscale="log",
+              title="loss: network, linearisation, eq. 9-11")
+    ax[0].legend(fontsize=7)
+    ax[1].plot(steps, dyn["rmse_test"]["net_vs_linearized"], label="network vs linearisation")
+    ax[1].plot(steps, dyn["rmse_test"]["net_vs_analytic"], label="network vs analytic NTK")
+    ax[1].set(xlabel="GD step", ylabel="test RMSE", title="how far the network is from theory")
+    ax[1].legend(fontsize=8)
+    for j in range(3):
+        for name, ls in styles.items():
+            ax[2].plot(steps, np.asarray(dyn["example_outputs"][name])[:, j], ls, color=f"C{j}",
+                       label=name if j == 0 else None)
+    ax[2].set(xlabel="GD step", ylabel="output (class 0)", title="three test outputs")
+    ax[2].legend(fontsize=8)
+    fig.suptitle(f"{dyn['spec']}: a wide network evolves as its linearisation (Lee et al. 2019)")
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def run(cfg: DemoConfig, log=print) -> dict:
+    """Run the main job; return everything it measured (also written to ``cfg.out``)."""
+    from .data import load_digits
+
+    for name in ("n_train", "n_test", "width", "steps", "record_every"):
+        if getattr(cfg, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')}: expected a positive integer, "
+                             f"got {getattr(cfg, name)}")
+    specs_dir = cfg.specs_dir or find_specs_dir()
+    t_start = time.perf_counter()
+    data = load_digits(cfg.n_train, cfg.n_test, seed=cfg.seed)
+    log(f"ntkdsl demo: digits 8x8, {cfg.n_train} train / {cfg.n_test} test images, "
+        f"10 classes, float64")
+    log("\n[1/2] infinite width: NNGP posterior (eq. 13) and NTK-GP at t = inf (eq. 16)")
+    kernels = kernel_predictions(cfg, data, specs_dir, log)
+    log(f"\n[2/2] finite width {cfg.width}: network vs linearisation vs analytic NTK "
+        f"(eq. 9-11), {cfg.steps} GD steps")
+    dyn = training_dynamics(cfg, data, specs_dir, log)
+    log(f"  learning rate {dyn['learning_rate']:.4g} (half of eta_critical), "
+        f"trained in {dyn['train_seconds']:.1f} s")
+    print_table(dyn, log)
+    results = {"config": {k: (str(v) if isinstance(v, Path) else v)
+                          for k, v in cfg.__dict__.items() if k != "results"},
+               "kernels": kernels, "dynamics": dyn,
+               "seconds": round(time.perf_counter() - t_start, 2)}
+    out = Path(cfg.out)
+    plot(dyn, out / "dynamics.png")
+    _atomic_write(out / "results.json",
+                  lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1, default=str)))
+    final = dyn["rmse_test"]
+    log(f"\nfinal test RMSE: network vs linearisation {final['net_vs_linearized'][-1]:.4f}, "
+        f"network vs analytic {final['net_vs_analytic'][-1]:.4f} "
+        f"(output scale {dyn['output_scale']:.3f})")
+    log(f"wrote {out / 'dynamics.png'} and {out / 'results.json'} "
+        f"in {results['seconds']:.1f} s")
+    return results
