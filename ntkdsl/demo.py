@@ -179,12 +179,11 @@ def print_table(dyn: dict, log) -> None:
     steps = dyn["steps"]
     idx = sorted({0, len(steps) // 8, len(steps) // 4, len(steps) // 2, len(steps) - 1})
     for i in idx:
-        log(f"  {steps[i]:>5} | {dyn['loss_train']['net'][i]:>15.4f} "
-            f"{dyn['loss_train']['linearized'][i]:>8.4f} {dyn['loss_train']['analytic'][i]:>8.4f} | "
-            f"{dyn['accuracy_test']['net'][i]:>13.3f} {dyn['accuracy_test']['linearized'][i]:>6.3f} "
-            f"{dyn['accuracy_test']['analytic'][i]:>6.3f} | "
-            f"{dyn['rmse_test']['net_vs_linearized'][i]:>12.4f} "
-            f"{dyn['rmse_test']['net_vs_analytic'][i]:>10.4f}")
+        lt, acc, rm = dyn["loss_train"], dyn["accuracy_test"], dyn["rmse_test"]
+        log(f"  {steps[i]:>5} | {lt['net'][i]:>15.4f} {lt['linearized'][i]:>8.4f} "
+            f"{lt['analytic'][i]:>8.4f} | {acc['net'][i]:>13.3f} {acc['linearized'][i]:>6.3f} "
+            f"{acc['analytic'][i]:>6.3f} | {rm['net_vs_linearized'][i]:>12.4f} "
+            f"{rm['net_vs_analytic'][i]:>10.4f}")
 
 
 def plot(dyn: dict, path: Path) -> None:
