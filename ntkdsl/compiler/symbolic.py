@@ -414,9 +414,28 @@ def check_rewrites(layer, n_points: int = 20) -> list[CheckResult]:
     for what, textbook, used in layer.rewrites():
         ok, how, detail = prove_zero(textbook - used)
         out.append(CheckResult(name, "rewrite", what, ok, how, detail))
-    if layer.closed_form:
-        out.append(_printed_matches(layer, n_points))
+    out.append(_printed_matches(layer, n_points) if layer.closed_form
+               else _quadrature_consistent(layer))
     return out
+
+
+def _quadrature_consistent(layer) -> CheckResult:
+    """Without a closed form: ``t_fn`` and ``diag_fn`` agree with ``pair_fn``."""
+    import jax
+    import numpy as np
+
+    pts = _valid_points(5, seed=4)
+    a = np.array([float(p[s11]) for p in pts])
+    b = np.array([float(p[s12]) for p in pts])
+    c = np.array([float(p[s22]) for p in pts])
+    with jax.enable_x64(True):
+        t, _ = _jit_pair(layer)(a, b, c)
+        t1 = jax.jit(layer.t_fn())(a, b, c)
+        td, _ = _jit_pair(layer)(a, a, a)
+        dg = jax.jit(layer.diag_fn())(a)
+    worst = float(max(np.max(np.abs(t1 - t)), np.max(np.abs(dg - td))))
+    return CheckResult(layer.describe(), "rewrite", "t_fn, diag_fn == pair_fn", worst < 1e-12,
+                       "numeric (float64)", f"5 points, max abs. error {worst:.1e}")
 
 
 def _printed_matches(layer, n_points: int) -> CheckResult:
