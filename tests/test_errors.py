@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ntkdsl import SpecError
-from ntkdsl.compiler.frontend import infer_shapes, parse
+from ntkdsl.compiler.frontend import infer_shapes, load, parse
 
 
 def check_error(src: str, line: int, col: int, message: str, **kwargs) -> SpecError:
@@ -124,6 +126,31 @@ CASES = [
      "AvgPool needs spatial axes, but the GlobalAvgPool at line 1 removed them"),
     ("net a { Conv(3, (3, 3)) Conv(3, (3, 3, 3)) }", 1, 25,
      "'kernel' of Conv has 3 entries, but earlier layers use 2 spatial axes"),
+    # a nonlinearity needs a Gaussian input (the output of a Dense or Conv, maybe pooled)
+    ("net a { Relu }", 1, 9,
+     "Relu needs a Gaussian input, but its input is the raw input: put a Dense or Conv before it"),
+    ("net a { Flatten Tanh }", 1, 17,
+     "Tanh needs a Gaussian input, but its input is the raw input: put a Dense or Conv before it"),
+    ("net a {\n  Dense(3)\n  Relu\n  Relu\n}", 4, 3,
+     "Relu needs a Gaussian input, but its input is the output of Relu at line 3: put a Dense "
+     "or Conv before it"),
+    ("net a { Conv(3, 3) Relu AvgPool(2) Erf }", 1, 36,
+     "Erf needs a Gaussian input, but its input is the output of Relu at line 1: put a Dense or "
+     "Conv before it"),
+    ("net a { Dense(3) Relu Identity Gelu }", 1, 32,
+     "Gelu needs a Gaussian input, but its input is the output of Relu at line 1: put a Dense or "
+     "Conv before it"),
+    ("net a { Conv(3, 3) Relu GlobalAvgPool Sin }", 1, 39,
+     "Sin needs a Gaussian input, but its input is the output of Relu at line 1: put a Dense or "
+     "Conv before it"),
+    # the identity path carries the Relu output, so the sum is not Gaussian
+    ("net a {\n  Dense(3) Relu\n  Residual { Dense(3) }\n  Relu\n}", 4, 3,
+     "Relu needs a Gaussian input, but its input is the output of Relu at line 2: put a Dense "
+     "or Conv before it"),
+    # inside a branch, the input of the Residual is what the first layer sees
+    ("net a { Dense(3) Relu Residual { Erf Dense(3) } }", 1, 34,
+     "Erf needs a Gaussian input, but its input is the output of Relu at line 1: put a Dense or "
+     "Conv before it"),
 ]
 
 
@@ -174,11 +201,48 @@ def test_unknown_override_is_located_at_the_net():
 
 def test_several_nets_need_a_name():
     with pytest.raises(SpecError) as info:
-        parse("net a { Relu }\nnet b { Relu }", filename="t.ntk")
+        parse("net a { Dense(1) Relu }\nnet b { Dense(1) Relu }", filename="t.ntk")
     assert info.value.message == "t.ntk defines several nets; name one with net=... (--net)"
     assert info.value.notes == ("nets in this file: a, b",)
     with pytest.raises(SpecError, match="no net named 'c'"):
-        parse("net a { Relu }\nnet b { Relu }", net="c")
+        parse("net a { Dense(1) Relu }\nnet b { Dense(1) Relu }", net="c")
+
+
+GAUSSIAN_NOTE = ("the infinite-width kernels of a nonlinearity are expectations over the "
+                 "Gaussian output of an affine layer")
+
+
+def test_non_gaussian_input_notes_the_reason_and_the_block_call():
+    e = check_error("net a { Relu }", 1, 9, "Relu needs a Gaussian input, but its input is the "
+                    "raw input: put a Dense or Conv before it")
+    assert e.notes == (GAUSSIAN_NOTE,)
+    src = "block act2() { Relu LeakyRelu(0.1) }\nnet a { Dense(3) act2() }"
+    e = check_error(src, 1, 21, "LeakyRelu needs a Gaussian input, but its input is the output "
+                    "of Relu at line 1: put a Dense or Conv before it")
+    assert e.notes == (GAUSSIAN_NOTE, "in block 'act2' called at t.ntk:2:18")
+
+
+@pytest.mark.parametrize("src", [
+    "net a { Dense(3) Relu Identity Dense(3) Relu }",
+    "net a { Conv(3, 3) Relu Conv(3, 3) Relu AvgPool(2) Conv(3, 3) Erf }",
+    # Identity is linear (no Gaussian input needed); pooling and Flatten keep Gaussianity
+    "net a { Identity }",
+    "net a { Conv(3, 3) Flatten Tanh Dense(2) }",
+    "net a { Conv(3, 3) GlobalAvgPool Gelu }",
+    "net a { Dense(3) Relu Flatten Dense(3) Sin }",
+    # a Residual sum is Gaussian when both paths are
+    "net a { Dense(3) Residual { Relu Dense(3) } Relu }",
+    "net a { Dense(3) Relu Residual { Dense(3) } shortcut { Dense(3) } Relu }",
+])
+def test_nonlinearities_after_an_affine_layer_are_accepted(src):
+    assert parse(src).body.layers
+
+
+def test_example_wrn_passes_the_gaussian_check():
+    wrn = Path(__file__).parent.parent / "examples" / "specs" / "wrn.ntk"
+    for blocks in (1, 2, 3):
+        net = load(wrn, blocks=blocks)
+        assert [s for _, s in infer_shapes(net, (8, 8, 3))][-1] == (10,)
 
 
 @pytest.mark.parametrize(("src", "shape", "line", "col", "message"), [

@@ -58,13 +58,13 @@ def test_lexical_rules_comments_semicolons_numbers_strings():
     same("""
         # a comment
         net a {  # another
-            Dense(3);;  Relu ; Erf(.5, 1e-3, 1.5);
+            Dense(3);;  Relu ; Dense(3) ; Erf(.5, 1e-3, 1.5);
             Conv(2, (3,), padding = 'VALID'); Conv(2, (3,), padding = "CIRCULAR")
             Conv(2, 3, padding = SAME)
         };
-    """, """net a { Dense(3) Relu Erf(0.5, 0.001, 1.5) Conv(2, (3,), padding=VALID)
+    """, """net a { Dense(3) Relu Dense(3) Erf(0.5, 0.001, 1.5) Conv(2, (3,), padding=VALID)
                Conv(2, (3,), padding=CIRCULAR) Conv(2, 3) }""")
-    (erf,) = layers("net a { Erf(.5, 1e-3, 1.5) }")
+    (_, erf) = layers("net a { Dense(1) Erf(.5, 1e-3, 1.5) }")
     assert (erf.a, erf.b, erf.c) == (0.5, 1e-3, 1.5)
     (conv,) = layers("net a { Conv(2, (3,)) }")
     assert conv.kernel == (3,)
@@ -126,9 +126,9 @@ def test_blocks_call_blocks_and_may_be_defined_later():
 def test_repeat_counts_and_nesting():
     same("net a { repeat 3 { Dense(2) Relu } }",
          "net a { Dense(2) Relu Dense(2) Relu Dense(2) Relu }")
-    same("net a { repeat 0 { Dense(2) } Relu }", "net a { Relu }")
-    same("net a(n = 2) { repeat n * 1.0 { repeat 2 { Relu } Dense(1) } }",
-         "net a { Relu Relu Dense(1) Relu Relu Dense(1) }")
+    same("net a { Dense(1) repeat 0 { Dense(2) } Relu }", "net a { Dense(1) Relu }")
+    same("net a(n = 2) { repeat n * 1.0 { repeat 2 { Dense(3) Relu } Dense(1) } }",
+         "net a { Dense(3) Relu Dense(3) Relu Dense(1) Dense(3) Relu Dense(3) Relu Dense(1) }")
 
 
 def test_residual_forms():
@@ -191,7 +191,7 @@ def test_layer_valued_parameters():
     assert layers(src, act=Expression("Erf(1, b = 2)"))[1] == Erf(b=2.0)
     assert layers(src, act="Erf(0.5)")[1] == Erf(a=0.5)
     # a layer value may be given arguments where it is used
-    assert layers("net a(act = Erf) { act(3) }") == (Erf(a=3.0),)
+    assert layers("net a(act = Erf) { Dense(1) act(3) }") == (Dense(out=1), Erf(a=3.0))
     # blocks are values too
     same("block b(c) { Dense(c) Relu }\nnet a(blk = b(4)) { blk }", "net a { Dense(4) Relu }")
 
@@ -212,15 +212,16 @@ def test_expressions():
 
 
 def test_net_selection_and_parse_all():
-    src = "net a(w = 2) { Dense(w) }\nnet b { Relu }\nnet c(w = 3) { Dense(w) }"
-    assert parse(src, net="b").body.layers == (Relu(),)
+    src = "net a(w = 2) { Dense(w) }\nnet b { Dense(1) Relu }\nnet c(w = 3) { Dense(w) }"
+    assert parse(src, net="b").body.layers == (Dense(out=1), Relu())
     nets = parse_all(src, w=5)
     assert [n.name for n in nets] == ["a", "b", "c"]
-    assert [n.body.layers for n in nets] == [(Dense(out=5),), (Relu(),), (Dense(out=5),)]
+    assert [n.body.layers for n in nets] == [(Dense(out=5),), (Dense(out=1), Relu()),
+                                             (Dense(out=5),)]
     with pytest.raises(SpecError, match="no net in <spec> has a parameter 'x'"):
         parse_all(src, x=1)
     # a net without parameters may be written with or without parentheses
-    assert parse("net a() { Relu }").body == parse("net a { Relu }").body
+    assert parse("net a() { Dense(1) Relu }").body == parse("net a { Dense(1) Relu }").body
 
 
 def test_imports_relative_each_file_once_and_cycles(tmp_path, monkeypatch):
@@ -259,8 +260,8 @@ def test_imports_relative_each_file_once_and_cycles(tmp_path, monkeypatch):
 
 def test_load_reads_bytes_and_rejects_invalid_utf8(tmp_path):
     p = tmp_path / "bom.ntk"
-    p.write_bytes(b"\xef\xbb\xbfnet a { Relu }")
-    assert load(p).body.layers == (Relu(),)
+    p.write_bytes(b"\xef\xbb\xbfnet a { Dense(1) Relu }")
+    assert load(p).body.layers == (Dense(out=1), Relu())
     p = tmp_path / "bad.ntk"
     p.write_bytes(b"net a {\n  Dense(3) \xff\n}")
     with pytest.raises(SpecError) as info:
@@ -324,7 +325,8 @@ def test_every_builtin_layer_of_the_language():
     src = """net a {
         Conv(4, (3, 2), strides = (1, 2), padding = CIRCULAR, W_std = 1.5, b_std = 0.1,
              parameterization = "standard")
-        Relu LeakyRelu(0.1) ABRelu(-0.5, 2) Erf(2, 0.5, 0.1) Gelu Sin(1, 2, 0.5) Tanh Identity
+        Relu Dense(4) LeakyRelu(0.1) Dense(4) ABRelu(-0.5, 2) Dense(4) Erf(2, 0.5, 0.1)
+        Dense(4) Gelu Dense(4) Sin(1, 2, 0.5) Dense(4) Tanh Identity
         AvgPool((2, 2), strides = 1, padding = SAME)
         AvgPool(2)
         Flatten
@@ -334,13 +336,14 @@ def test_every_builtin_layer_of_the_language():
     assert got == (
         Conv(out=4, kernel=(3, 2), strides=(1, 2), padding="CIRCULAR", W_std=1.5, b_std=0.1,
              parameterization="standard"),
-        Relu(), LeakyRelu(alpha=0.1), ABRelu(a=-0.5, b=2.0), Erf(a=2.0, b=0.5, c=0.1), Gelu(),
-        Sin(a=1.0, b=2.0, c=0.5), Tanh(), Identity(),
+        Relu(), Dense(out=4), LeakyRelu(alpha=0.1), Dense(out=4), ABRelu(a=-0.5, b=2.0),
+        Dense(out=4), Erf(a=2.0, b=0.5, c=0.1), Dense(out=4), Gelu(), Dense(out=4),
+        Sin(a=1.0, b=2.0, c=0.5), Dense(out=4), Tanh(), Identity(),
         AvgPool(window=(2, 2), strides=1, padding="SAME"), AvgPool(window=2), Flatten(),
         Dense(out=3, W_std=2.0, b_std=0.5, parameterization="standard"),
     )
     shapes = [s for _, s in infer_shapes(parse(src), (8, 8, 2))]
-    assert shapes[0] == (8, 4, 4) and shapes[9] == (8, 4, 4) and shapes[10] == (4, 2, 4)
+    assert shapes[0] == (8, 4, 4) and shapes[15] == (8, 4, 4) and shapes[16] == (4, 2, 4)
     assert shapes[-2:] == [(32,), (3,)]
 
 
