@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--n-train", type=int, default=256, help="training images (default 256)")
     p.add_argument("--n-test", type=int, default=256, help="test images (default 256)")
-    p.add_argument("--width", type=int, default=512, help="width of the finite net (512)")
+    p.add_argument("--widths", type=_widths, default=(128, 2048),
+                   help="comma-separated widths of the finite nets (128,2048)")
     p.add_argument("--steps", type=int, default=400, help="gradient-descent steps (400)")
     p.add_argument("--out", type=Path, default=Path("demo-out"),
                    help="output folder for dynamics.png and results.json (demo-out)")
@@ -28,12 +29,20 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the main job with the parsed options."""
     from ..demo import DemoConfig
     from ..demo import run as run_demo
 
-    cfg = DemoConfig(n_train=args.n_train, n_test=args.n_test, width=args.width,
+    cfg = DemoConfig(n_train=args.n_train, n_test=args.n_test, widths=args.widths,
                      steps=args.steps, record_every=max(args.steps // 20, 1), out=args.out,
                      specs_dir=args.specs_dir, seed=args.seed, progress=not args.no_progress)
     run_demo(cfg)
