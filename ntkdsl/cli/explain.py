@@ -174,12 +174,11 @@ def _pointwise(layer: Pointwise, out: _Out, i: int, j: int) -> None:
 
 
 def _tname(layer: Pointwise, out: _Out) -> str:
-    import re
-
-    d = layer.describe()
-    name = re.sub(r"[^A-Za-z0-9.,=-]+", "", d.replace("(", "[").replace(")", "]"))
-    name = name.replace("[", "(").replace("]", ")")
-    return name if not out.latex else "\\mathrm{" + name.replace("=", "{=}") + "}"
+    d = _describe(layer).replace("'", "")
+    if not out.latex:
+        return d if d.isidentifier() else f"[{d}]"
+    head, _, rest = d.partition("(")
+    return f"\\mathrm{{{head}}}" + (f"({rest}" if rest else "")
 
 
 def _walk(body: Serial, out: _Out, i: int, shape, used: list) -> tuple[int, object]:
