@@ -160,7 +160,7 @@ def digits(n_train: int, n_test: int, **kwargs):
     blank = np.ptp(flat_tr, axis=0) == 0
     if not blank.any():
         return d
-    x_te = d.x_test.reshape(len(d.x_test), -1).copy()
+    x_te = d.x_test.reshape(len(d.x_test), flat_tr.shape[1]).copy()
     x_te[:, blank] = 0.0
     x_tr = flat_tr.copy()
     x_tr[:, blank] = 0.0
