@@ -104,26 +104,26 @@ def _needs_cov_in(layer: Layer, cov_out: bool) -> bool:
     return cov_out
 
 
-def _build(layer: Layer, shape: Shape, full_in: bool, need_out: bool, cov_out: bool
-           ) -> LayerPlan:
+def _build(layer: Layer, shape: Shape, full_in: bool, need_out: bool, cov_out: bool,
+           force: bool = False) -> LayerPlan:
     if isinstance(layer, Serial):
         n = len(layer.layers)
         need_after = [need_out] * n
         cov_after = [cov_out] * n
         for i in range(n - 1, 0, -1):
-            need_after[i - 1] = _needs_full_in(layer.layers[i], need_after[i])
+            need_after[i - 1] = force or _needs_full_in(layer.layers[i], need_after[i])
             cov_after[i - 1] = _needs_cov_in(layer.layers[i], cov_after[i])
         plans = []
         full, cur = full_in, shape
         for child, need, cov in zip(layer.layers, need_after, cov_after):
-            p = _build(child, cur, full, need, cov)
+            p = _build(child, cur, full, need, cov, force)
             plans.append(p)
             full, cur = p.full_out, p.out_shape
         return LayerPlan(layer, shape, cur, full_in, full and need_out, cov_out, tuple(plans))
     if isinstance(layer, Residual):
-        branch = _build(layer.branch, shape, full_in, need_out, cov_out)
+        branch = _build(layer.branch, shape, full_in, need_out, cov_out, force)
         short = (None if layer.shortcut is None
-                 else _build(layer.shortcut, shape, full_in, need_out, cov_out))
+                 else _build(layer.shortcut, shape, full_in, need_out, cov_out, force))
         out = layer.out_shape(shape)
         full_out = full_in and need_out and len(out) > 1
         return LayerPlan(layer, shape, out, full_in, full_out, cov_out, (branch, short))
@@ -138,12 +138,14 @@ def _build(layer: Layer, shape: Shape, full_in: bool, need_out: bool, cov_out: b
     return LayerPlan(layer, shape, out, full_in, full_out, cov_out)
 
 
-def plan(net: Net, input_shape: Shape) -> LayerPlan:
+def plan(net: Net, input_shape: Shape, *, force_full: bool = False) -> LayerPlan:
     """The plan of the whole net for inputs of ``input_shape`` (no batch axis).
 
     Arguments:
         net: the layer graph.
         input_shape: per-input shape, channel last.
+        force_full: keep every pair of positions everywhere (the slow
+            reference path, for tests: it must give the same kernels).
 
     Returns:
         The :class:`LayerPlan` of ``net.body``; its ``full_in`` says whether
@@ -157,9 +159,9 @@ def plan(net: Net, input_shape: Shape) -> LayerPlan:
     except ShapeError as e:
         raise InputError(f"inputs of shape {input_shape} do not fit net '{net.name}': {e}"
                          ) from None
-    full = len(input_shape) > 1 and _needs_full_in(net.body, False)
+    full = len(input_shape) > 1 and (force_full or _needs_full_in(net.body, False))
     cov = _needs_cov_in(net.body, False)
-    return _build(net.body, input_shape, full, False, cov)
+    return _build(net.body, input_shape, full, force_full, cov, force_full)
 
 
 def is_spatial(net: Net) -> bool:

@@ -13,10 +13,13 @@ Tiling (``batch_size=B``): x1 and x2 are cut into blocks of B rows (the last
 one ragged: padded by repeating its last row, and the extra rows dropped), and
 the kernel is assembled from tiles; with ``x2=None`` only the tiles on and
 above the diagonal are computed, the others are their transposes. Every
-entry goes through exactly the same arithmetic whichever tile it falls in,
-so tiled results equal untiled ones. With no ``batch_size``, inputs whose
-kernel would not fit in a quarter of the available memory are tiled
-automatically (see docs/kernels.md for the memory model).
+entry goes through the same arithmetic whichever tile it falls in (inputs
+summed in a fixed order, the FC Gram matrix computed once, spatial means
+summed slice by slice), so tiled results equal untiled ones to the last bits
+(XLA's vectorised and remainder loops of sqrt/atan2 may round differently,
+and where the split falls depends on the tile shape). With no
+``batch_size``, inputs whose kernel would not fit in a quarter of the
+available memory are tiled automatically (see docs/kernels.md for the memory model).
 
 Precision: float64 by default. ``jax_enable_x64`` is switched on when this
 module is imported (as the rest of the package does), because a local x64
@@ -46,7 +49,6 @@ jax.config.update("jax_enable_x64", True)
 
 GETS = ("nngp", "ntk")
 _DTYPES = {"float64": np.float64, "float32": np.float32}
-_LETTERS = "abcdefgh"
 #: tiles at least this many show a progress bar by default
 PROGRESS_MIN_TILES = 8
 
@@ -103,26 +105,59 @@ def parse_dtype(dtype) -> np.dtype:
 
 def _input_state(x1, x2, p: LayerPlan, rows, cols, need_ntk: bool, need_cov: bool
                  ) -> KernelState:
-    """The kernels of the inputs: ``x1 . x2 / C`` per pair of positions (or per position)."""
+    """The kernels of the inputs: ``x1 . x2 / C`` per pair of positions (or per position).
+
+    With spatial axes the products are formed by broadcasting in the state's
+    layout and summed over channels in a fixed order, one fused pass with no
+    transposes and no gather of the big tensor; every entry is computed the
+    same way whatever the tile, so tiled and untiled results are equal.
+    """
     nd = len(p.in_shape) - 1
     full = p.full_in and nd > 0
     c = p.in_shape[-1]
-    sp1, sp2 = _LETTERS[:nd], _LETTERS[:nd].upper()
-    hi = jax.lax.Precision.HIGHEST
     same = x2 is None
     y2 = x1 if same else x2
-    if full:
-        inter = "".join(a + b for a, b in zip(sp1, sp2))
-        nngp = jnp.einsum(f"n{sp1}z,m{sp2}z->{inter}nm", x1, y2, precision=hi) / c
+
+    def side(x, idx, which):
+        """(n, *S, C) -> spatial..., C, batch, broadcast for side 1 or 2 of the layout."""
+        x = jnp.moveaxis(x, 0, -1)  # (*S, C, n)
+        if idx is not None:
+            x = x[..., idx]
+        else:  # grid: (n1, 1) against (1, n2)
+            x = x[..., :, None] if which == 1 else x[..., None, :]
+        if full:
+            shape = []
+            for n in x.shape[:nd]:
+                shape += [n, 1] if which == 1 else [1, n]
+            x = x.reshape(shape + list(x.shape[nd:]))
+        return x
+
+    if nd == 0:
+        # x1, x2 are (k0, v1) and (v2,) here: see fc_inputs
+        (nngp, v1), v2 = x1, (None if same else x2)
+        if rows is not None:
+            nngp = nngp[rows, cols]
+        cov1 = cov2 = None
+        if need_cov:
+            cov1 = v1
+            cov2 = cov1 if same else v2
+        return KernelState(nngp=nngp, ntk=0.0 if need_ntk else None, cov1=cov1, cov2=cov2,
+                           same=same, rows=rows, cols=cols, full=False, nd=0)
     else:
-        nngp = jnp.einsum(f"n{sp1}z,m{sp1}z->{sp1}nm", x1, y2, precision=hi) / c
-    if rows is not None:
-        nngp = nngp[..., rows, cols]
+        prod = side(x1, rows, 1) * side(y2, cols, 2)
+        nngp = jnp.sum(prod, axis=(2 * nd if full else nd)) / c
 
     def cov(x):
-        if full:
-            return jnp.einsum(f"n{sp1}z,n{sp2}z->{inter}n", x, x, precision=hi) / c
-        return jnp.moveaxis(jnp.sum(x * x, axis=-1), 0, -1) / c
+        xs = jnp.moveaxis(x, 0, -1)
+        if not full:
+            return jnp.sum(xs * xs, axis=nd) / c
+        s1, s2 = [], []
+        for n in xs.shape[:nd]:
+            s1 += [n, 1]
+            s2 += [1, n]
+        a = xs.reshape(s1 + list(xs.shape[nd:]))
+        b = xs.reshape(s2 + list(xs.shape[nd:]))
+        return jnp.sum(a * b, axis=2 * nd) / c
 
     cov1 = cov2 = None
     if need_cov:
@@ -130,6 +165,24 @@ def _input_state(x1, x2, p: LayerPlan, rows, cols, need_ntk: bool, need_cov: boo
         cov2 = cov1 if same else cov(x2)
     return KernelState(nngp=nngp, ntk=0.0 if need_ntk else None, cov1=cov1, cov2=cov2,
                        same=same, rows=rows, cols=cols, full=full, nd=nd)
+
+
+@jax.jit
+def _fc_gram(x1, x2):
+    c = x1.shape[-1]
+    k0 = jnp.matmul(x1, x2.T, precision=jax.lax.Precision.HIGHEST) / c
+    return k0, jnp.sum(x1 * x1, axis=-1) / c, jnp.sum(x2 * x2, axis=-1) / c
+
+
+def fc_inputs(a1, a2):
+    """For a fully connected net: the input Gram matrix and row norms, once for all tiles.
+
+    Computed once (it is ``(n1, n2)``, the size of the result) so that every
+    tile reads the same bits: a matmul's rounding depends on the matrix shape,
+    and tiled results must equal untiled ones exactly.
+    """
+    k0, v1, v2 = _fc_gram(a1, a1 if a2 is None else a2)
+    return k0, v1, v2
 
 
 def _final(a, k: KernelState):
@@ -165,7 +218,7 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...]):
         for g in gets:
             a = _final(k.nngp if g == "nngp" else k.ntk, k)
             if isinstance(a, float):  # a net without any Dense/Conv: the NTK is zero
-                a = jnp.zeros((n1, n1 if n2 is None else n2), x1.dtype)
+                a = jnp.zeros((n1, n1 if n2 is None else n2), k.nngp.dtype)
             elif rows is not None:
                 a = jnp.zeros((n1, n1), a.dtype).at[rows, cols].set(a).at[cols, rows].set(a)
             outs.append(a)
@@ -331,13 +384,18 @@ def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None
     else:
         b = default_batch_size(p, n1, n2, sym, dt.itemsize)
 
+    fc = fc_inputs(a1, a2) if len(p.in_shape) == 1 else None
     if b is None or b >= max(n1, n2):
-        if sym:
+        if fc is not None:
+            k0, v1, v2 = fc
+            outs = (_tile_fn(model, p, n1, None, dt, gets)((k0, v1)) if sym else
+                    _tile_fn(model, p, n1, n2, dt, gets)((k0, v1), v2))
+        elif sym:
             outs = _tile_fn(model, p, n1, None, dt, gets)(a1)
         else:
             outs = _tile_fn(model, p, n1, n2, dt, gets)(a1, a2)
     else:
-        outs = _tiled(model, p, a1, a2, b, dt, gets, progress)
+        outs = _tiled(model, p, a1, a2, b, dt, gets, progress, fc)
 
     result = dict(zip(gets, outs))
     if single:
@@ -345,7 +403,7 @@ def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None
     return Kernel(nngp=result.get("nngp"), ntk=result.get("ntk"))
 
 
-def _tiled(model, p, a1, a2, b, dt, gets, progress):
+def _tiled(model, p, a1, a2, b, dt, gets, progress, fc=None):
     """Assemble the kernel from tiles of at most b x b (symmetric tiles computed once)."""
     sym = a2 is None
     n1 = a1.shape[0]
@@ -360,13 +418,29 @@ def _tiled(model, p, a1, a2, b, dt, gets, progress):
     outs = [np.empty((n1, n2), dt) for _ in gets]
     grid_fn = _tile_fn(model, p, b1, b2, dt, gets)
     sym_fn = _tile_fn(model, p, b1, None, dt, gets) if sym else None
-    xb1 = [_padded(a1, lo, hi, b1) for lo, hi in blocks1]
-    xb2 = xb1 if sym else [_padded(a2, lo, hi, b2) for lo, hi in blocks2]
+    if fc is not None:
+        k0, v1, v2 = (np.asarray(a) for a in fc)
+        vb1 = [_padded(v1, lo, hi, b1) for lo, hi in blocks1]
+        vb2 = [_padded(v2, lo, hi, b2) for lo, hi in blocks2]
+
+        def tile(i, j):
+            (lo1, hi1), (lo2, hi2) = blocks1[i], blocks2[j]
+            kt = _padded(_padded(k0, lo1, hi1, b1).T, lo2, hi2, b2).T
+            if sym and i == j:
+                return sym_fn((kt, vb1[i]))
+            return grid_fn((kt, vb1[i]), vb2[j])
+    else:
+        xb1 = [_padded(a1, lo, hi, b1) for lo, hi in blocks1]
+        xb2 = xb1 if sym else [_padded(a2, lo, hi, b2) for lo, hi in blocks2]
+
+        def tile(i, j):
+            return sym_fn(xb1[i]) if sym and i == j else grid_fn(xb1[i], xb2[j])
+
     bar = _progress(len(tiles), progress)
     try:
         for i, j in tiles:
             (lo1, hi1), (lo2, hi2) = blocks1[i], blocks2[j]
-            res = sym_fn(xb1[i]) if sym and i == j else grid_fn(xb1[i], xb2[j])
+            res = tile(i, j)
             for out, r in zip(outs, res):
                 r = np.asarray(r)[: hi1 - lo1, : hi2 - lo2]
                 out[lo1:hi1, lo2:hi2] = r
