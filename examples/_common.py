@@ -61,6 +61,7 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; outputs are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -110,7 +110,7 @@ def main(argv=None) -> dict:
         mean, cov = gp_dynamics(kind, kxx.nngp, y, ktx.nngp, ktt, ntk_xx=kxx.ntk,
                                 ntk_tx=ktx.ntk, learning_rate=lr, steps=ts)
         bands[kind] = (np.asarray(mean[..., 0]), np.asarray(jnp.diagonal(cov, 0, 1, 2)))
-    clock.log(f"analytic kernels and GP bands (lr {lr:.4g}, steps {list(ts)})")
+    clock.log(f"analytic kernels and GP bands (lr {lr:.4g}, steps {[int(t) for t in ts]})")
     mean_gp, var_gp = bands["ntk"]
     results: dict = {
         "command": command_line("fig2_gp_outputs.py", args),
@@ -175,6 +175,7 @@ def plot(alpha, ts, bands, outs_by_width, results, path: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("relative gap to NTK-GP")
     ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)
     ax.legend(fontsize=7)
     save_figure(fig, path)
 
