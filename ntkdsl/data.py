@@ -72,8 +72,10 @@ def load_digits(
     order = np.random.default_rng(seed).permutation(len(target))
     tr, te = order[:n_train], order[n_train:n_train + n_test]
     x = images.reshape(len(images), -1)
-    mean, std = x[tr].mean(0), x[tr].std(0) + 1e-8
-    x = (x - mean) / std
+    mean, std = x[tr].mean(0), x[tr].std(0)
+    # A pixel that is constant over a small training set (the digits' borders
+    # often are) must not be divided by ~0: it would blow up on test images.
+    x = (x - mean) / np.where(std > 1e-6, std, 1.0)
     if not flat:
         x = x.reshape(-1, 8, 8, 1)
     k = len(classes)
