@@ -207,9 +207,14 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...]):
         ``(n1, n2)`` arrays in the order of ``gets``.
     """
     need_ntk = "ntk" in gets
-    rows = cols = None
+    rows = cols = mirror = None
     if n2 is None:
         rows, cols = (np.asarray(i, dtype=np.int32) for i in np.triu_indices(n1))
+        # position of pair (min(i, j), max(i, j)) in the list: the matrix is one gather
+        # (XLA's CPU scatter is serial, a gather is a vectorised loop)
+        mirror = np.zeros((n1, n1), dtype=np.int32)
+        mirror[rows, cols] = np.arange(len(rows), dtype=np.int32)
+        mirror[cols, rows] = mirror[rows, cols]
 
     def fn(x1, x2=None):
         k = _input_state(x1, x2, p, rows, cols, need_ntk, _needs_cov(p))
@@ -220,7 +225,7 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...]):
             if isinstance(a, float):  # a net without any Dense/Conv: the NTK is zero
                 a = jnp.zeros((n1, n1 if n2 is None else n2), k.nngp.dtype)
             elif rows is not None:
-                a = jnp.zeros((n1, n1), a.dtype).at[rows, cols].set(a).at[cols, rows].set(a)
+                a = a[mirror]
             outs.append(a)
         return tuple(outs)
 
