@@ -342,6 +342,12 @@ def _mc_sums(apply_fn: NetApply, gets: tuple[str, ...], implementation: str, nng
     return {g: v / n_samples for g, v in total.items()}
 
 
+def _has_conv(net: Net) -> bool:
+    from .compiler.layers import Conv
+
+    return any(isinstance(layer, Conv) for layer in net.walk())
+
+
 def monte_carlo_kernel(model, key, n_samples: int, x1, x2=None, get=("nngp", "ntk"), *,
                        batch_size: int | None = None, implementation: str = "auto",
                        nngp_from: str = "outputs"):
@@ -366,7 +372,8 @@ def monte_carlo_kernel(model, key, n_samples: int, x1, x2=None, get=("nngp", "nt
         x2: inputs ``(n2, *input_shape)``; ``None`` means ``x1``.
         get: ``"nngp"``, ``"ntk"`` or a tuple of them.
         batch_size: inits evaluated at once (vmapped); memory grows with it.
-            ``None`` picks one that fits ``MEMORY_BUDGET``.
+            ``None`` picks one that fits ``MEMORY_BUDGET`` (1 for a net with
+            convolutions on CPU, where vmapping them over params is slow).
         implementation: of the empirical NTK (see :func:`empirical_ntk`).
         nngp_from: ``"outputs"`` or ``"readout"`` (a net ending in Dense).
 
@@ -409,6 +416,10 @@ def monte_carlo_kernel(model, key, n_samples: int, x1, x2=None, get=("nngp", "nt
     if batch_size is None:
         per_init = n_par * itemsize * (2 + (n * n_out if "ntk" in gets else 0))
         batch_size = int(max(1, min(n_samples, MEMORY_BUDGET // per_init)))
+        if _has_conv(net) and jax.default_backend() == "cpu":
+            # vmapped over params, a convolution becomes a grouped convolution,
+            # many times slower on CPU than one init after another
+            batch_size = 1
     elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise InputError(f"expected batch_size a positive int or None, got {batch_size!r}")
     batch_size = min(batch_size, n_samples)
