@@ -1,15 +1,16 @@
 """Shared helpers of the paper scripts (examples/fig*.py): options, atomic output, training.
 
-The training loop here trains a finite network and (optionally) its
-linearisation side by side from the same init, with full-batch gradient descent
-or heavy-ball momentum on the paper's total MSE loss ``L = 1/2 sum |f - y|^2``
-(eq. 2), recording outputs at chosen steps. It is a pure function of the
-initial parameters, so it can be jitted and vmapped over an ensemble.
+Training is :func:`ntkdsl.train.train` (net and linearisation side by side, jitted,
+vmapped over ensembles) and the data is :func:`ntkdsl.data.load_digits`; this
+module adds only what the scripts share beyond the library: options, atomic
+output, the binary digits task, fitted slopes, and the discrete-time NTK-GP /
+NNGP bands (:func:`gp_dynamics`, which the library has for gradient flow only).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -27,6 +28,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 import ntkdsl  # noqa: E402
+from ntkdsl.data import load_digits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 SPECS = ROOT / "specs"
@@ -144,30 +146,6 @@ def model(spec: str, net: str, **overrides) -> ntkdsl.Model:
     return ntkdsl.compile_file(SPECS / spec, net=net, **overrides)
 
 
-def digits(n_train: int, n_test: int, **kwargs):
-    """:func:`ntkdsl.data.load_digits` with pixels that are constant on the training set zeroed.
-
-    The loader standardises each pixel by its training std plus 1e-8, so a pixel that
-    is constant (blank) on a small training set but not on the test set becomes ~1e8
-    in the test inputs. Such pixels carry no information about the training set;
-    we set them to 0 (their training value) in both splits.
-    """
-    from dataclasses import replace
-
-    from ntkdsl.data import load_digits
-
-    d = load_digits(n_train, n_test, **kwargs)
-    flat_tr = d.x_train.reshape(len(d.x_train), -1)
-    blank = np.ptp(flat_tr, axis=0) == 0
-    if not blank.any():
-        return d
-    x_te = d.x_test.reshape(len(d.x_test), flat_tr.shape[1]).copy()
-    x_te[:, blank] = 0.0
-    x_tr = flat_tr.copy()
-    x_tr[:, blank] = 0.0
-    return replace(d, x_train=x_tr.reshape(d.x_train.shape), x_test=x_te.reshape(d.x_test.shape))
-
-
 def two_class_digits(n_train: int, n_test: int, *, classes=(0, 1), flat: bool = True,
                      seed: int = 0):
     """Two digit classes with scalar targets +-1/2 (the paper's binary regression task).
@@ -175,7 +153,7 @@ def two_class_digits(n_train: int, n_test: int, *, classes=(0, 1), flat: bool = 
     Returns:
         ``(x_train, y_train, x_test, y_test)``; ``y`` of shape ``(n, 1)``.
     """
-    d = digits(n_train, n_test, classes=tuple(classes), flat=flat, seed=seed)
+    d = load_digits(n_train, n_test, classes=tuple(classes), flat=flat, seed=seed)
     # zero-mean one-hot over two classes is (+1/2, -1/2); its first column is the target
     return d.x_train, d.y_train[:, :1], d.x_test, d.y_test[:, :1]
 
@@ -184,6 +162,11 @@ def loglog_slope(x, y) -> float:
     """Least-squares slope of ``log y`` against ``log x``."""
     lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
     return float(np.polyfit(lx, ly, 1)[0])
+
+
+def decreasing(values) -> bool:
+    """Whether every value is smaller than the one before it."""
+    return bool(all(b < a for a, b in itertools.pairwise(values)))
 
 
 def rel_change(a, b) -> float:
@@ -199,88 +182,7 @@ def safe_learning_rate(ntk_train_train, fraction: float = 0.5, momentum: float =
     return fraction * ntkdsl.eta_critical(ntk_train_train, momentum=momentum)
 
 
-# -- training a net and its linearisation ----------------------------------------------
-
-def record_steps(steps: int, n_points: int) -> np.ndarray:
-    """About ``n_points`` steps from 0 to ``steps``, spaced logarithmically (0 included)."""
-    s = np.unique(np.round(np.geomspace(1, steps, max(n_points - 1, 2))).astype(int))
-    return np.concatenate([[0], s])
-
-
-def make_trainer(apply_fn, x_train, y_train, *, learning_rate: float, steps: Sequence[int],
-                 x_test=None, momentum: float = 0.0, linearized: bool = True,
-                 probe: Callable[[Any], Any] | None = None):
-    """A pure function ``params0 -> history`` that trains the net (and its linearisation).
-
-    Full-batch heavy-ball momentum on the total loss ``1/2 sum |f - y|^2``:
-    ``v <- momentum v - learning_rate grad; p <- p + v`` (plain gradient descent
-    when ``momentum = 0``), from ``v = 0``; the linearisation
-    ``f_lin(p) = f(p0) + J(p0)(p - p0)`` (:func:`ntkdsl.linearize`) is trained
-    by the same rule from the same init.
-
-    Arguments:
-        apply_fn: ``apply_fn(params, x)``.
-        x_train, y_train: the training set, ``y_train`` of shape ``(n, k)``.
-        learning_rate: ``eta``.
-        steps: increasing step counts at which to record (0 allowed).
-        x_test: inputs whose outputs are recorded too (optional).
-        momentum: heavy-ball coefficient in ``[0, 1)``.
-        linearized: also train the linearisation.
-        probe: ``probe(params) -> pytree`` recorded at each step of ``steps``
-            (e.g. a few individual weights).
-
-    Returns:
-        ``run(params0) -> dict`` with, for ``"net"`` (and ``"lin"``): ``train``
-        ``(len(steps), n, k)``, ``test`` (if ``x_test``), ``probe`` (if given),
-        ``final`` (the parameters after the last step).
-    """
-    steps = np.asarray(steps, int)
-    if np.any(np.diff(steps) < 0) or steps[0] < 0:
-        raise ValueError(f"steps must be increasing and >= 0, got {steps}")
-    gaps = jnp.asarray(np.diff(np.concatenate([[0], steps])))
-    y = jnp.asarray(y_train)
-    xs = jnp.asarray(x_train)
-    xt = None if x_test is None else jnp.asarray(x_test)
-
-    def run(params0):
-        fns = {"net": apply_fn}
-        if linearized:
-            fns["lin"] = ntkdsl.linearize(apply_fn, params0)
-
-        def loss(p, f):
-            return 0.5 * jnp.sum((f(p, xs) - y) ** 2)
-
-        grads = {name: jax.grad(lambda p, f=f: loss(p, f)) for name, f in fns.items()}
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params0)
-        state0 = {name: (params0, zeros) for name in fns}
-
-        def one_step(_, state):
-            new = {}
-            for name, (p, v) in state.items():
-                g = grads[name](p)
-                v = jax.tree_util.tree_map(lambda a, b: momentum * a - learning_rate * b, v, g)
-                new[name] = (jax.tree_util.tree_map(jnp.add, p, v), v)
-            return new
-
-        def segment(state, gap):
-            state = jax.lax.fori_loop(0, gap, one_step, state)
-            rec = {}
-            for name, (p, _) in state.items():
-                r = {"train": fns[name](p, xs)}
-                if xt is not None:
-                    r["test"] = fns[name](p, xt)
-                if probe is not None:
-                    r["probe"] = probe(p)
-                rec[name] = r
-            return state, rec
-
-        state, hist = jax.lax.scan(segment, state0, gaps)
-        for name in hist:
-            hist[name]["final"] = state[name][0]
-        return hist
-
-    return run
-
+# -- measures ----------------------------------------------------------------------
 
 def rmse(a, b, axis=None):
     """Root mean squared difference."""

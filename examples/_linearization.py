@@ -12,23 +12,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import make_trainer, mse_loss, pyplot, rmse, save_figure
+from _common import command_line, mse_loss, pyplot, rmse, save_figure, write_json
 
 from ntkdsl.predict import gradient_descent_mse
+from ntkdsl.train import train
 
 
-def compare(m, params0, x, y, xt, yt, *, learning_rate: float, steps, momentum: float = 0.0,
-            probe=None, analytic=None, empirical: bool = False, clock=None) -> dict:
-    """Train net and linearisation; closed forms with the analytic / empirical NTK.
+def compare(m, params0, x, y, xt, yt, *, learning_rate: float, steps: int, record_every: int = 1,
+            momentum: float = 0.0, probe=None, analytic=None, empirical: bool = False,
+            clock=None) -> dict:
+    """Train net and linearisation (:func:`ntkdsl.train.train`); closed forms with the NTKs.
 
     Arguments:
         m: the compiled model; params0: its initial parameters.
         x, y, xt, yt: train and test sets (``y`` of shape ``(n, k)``).
-        learning_rate, momentum: the optimizer (GD when ``momentum = 0``).
-        steps: the recorded step counts.
+        learning_rate, momentum: the optimizer (full-batch GD when ``momentum = 0``, else
+            heavy-ball momentum).
+        steps, record_every: the number of steps and how often outputs are recorded.
         probe: ``params -> array`` of a few individual weights to follow.
         analytic: ``(ntk_train_train, ntk_test_train)`` of the analytic kernel, or None.
         empirical: also use the empirical NTK at init (a per-output kernel: exact for
@@ -41,18 +43,16 @@ def compare(m, params0, x, y, xt, yt, *, learning_rate: float, steps, momentum: 
         ``probe`` per trained model; ``loss`` per model and split; ``rmse`` of
         each linear model against the net per split ``(T,)``.
     """
-    run = jax.jit(make_trainer(m.apply, x, y, learning_rate=learning_rate, steps=steps,
-                               x_test=xt, momentum=momentum, probe=probe))
-    hist = jax.device_get(run(params0))
+    r = train(m, params0, x, y, xt, yt, optimizer="momentum" if momentum else "gd",
+              momentum=momentum, learning_rate=learning_rate, steps=steps,
+              record_every=record_every, watch=probe, ntk_points=0)
     if clock:
         clock.log("trained net and linearisation")
-    out: dict = {"steps": np.asarray(steps), "train": {}, "test": {}, "probe": {}}
-    for name in ("net", "lin"):
-        out["train"][name] = np.asarray(hist[name]["train"])
-        out["test"][name] = np.asarray(hist[name]["test"])
-        if probe is not None:
-            out["probe"][name] = np.asarray(hist[name]["probe"])
-    f0, f0t = out["train"]["net"][0], out["test"]["net"][0]
+    out: dict = {"steps": r.steps, "train": {"net": r.fx_train, "lin": r.lin_fx_train},
+                 "test": {"net": r.fx_test, "lin": r.lin_fx_test}, "probe": {}}
+    if probe is not None:
+        out["probe"] = {"net": r.watched, "lin": r.lin_watched}
+    f0, f0t = r.fx_train[0], r.fx_test[0]
     kernels = {}
     if analytic is not None:
         kernels["analytic"] = analytic
@@ -64,7 +64,7 @@ def compare(m, params0, x, y, xt, yt, *, learning_rate: float, steps, momentum: 
     for name, (k_xx, k_tx) in kernels.items():
         dyn = gradient_descent_mse(k_xx, y, learning_rate=learning_rate, optimizer=opt,
                                    momentum=momentum if momentum else 0.9)
-        tr, te = dyn(jnp.asarray(steps, jnp.float64), f0, f0t, k_tx)
+        tr, te = dyn(jnp.asarray(r.steps, jnp.float64), f0, f0t, k_tx)
         out["train"][name], out["test"][name] = np.asarray(tr), np.asarray(te)
     out["loss"] = {split: {name: np.asarray(mse_loss(f, target))
                            for name, f in out[split].items()}
@@ -77,6 +77,29 @@ def compare(m, params0, x, y, xt, yt, *, learning_rate: float, steps, momentum: 
         out["lin_vs_empirical_closed_form"] = float(
             np.max(np.abs(out["test"]["lin"] - out["test"]["empirical"])))
     return out
+
+
+def finish(res: dict, results: dict, args, script: str, title: str, clock) -> dict:
+    """Add the summary and timing to ``results``; write the four-panel PNG and the JSON.
+
+    Arguments:
+        res: what :func:`compare` returned (the run that is plotted).
+        results: the script's JSON so far (setup and extra numbers).
+        args: the parsed options (``out``, ``quick``, ``seed``).
+        script: the script's file name; its stem names the outputs.
+        title: the figure's title.
+        clock: the script's :class:`_common.Clock`.
+
+    Returns:
+        ``results`` with ``command``, the summary and ``seconds`` added.
+    """
+    stem = Path(script).stem
+    results = {"command": command_line(script, args), **results, **summary(res),
+               "seconds": clock.seconds}
+    clock.log(f"final test RMSE to the net: {results['rmse_final']['test']}")
+    plot(res, args.out / f"{stem}.png", title)
+    write_json(args.out / f"{stem}.json", results)
+    return results
 
 
 def summary(res: dict) -> dict:

@@ -8,8 +8,6 @@ we measure the relative Frobenius change ``|W_T - W_0| / |W_0|`` of the input,
 intermediate and output weights and of the empirical NTK on the training set,
 and fit log-log slopes against width. The paper's claims: input and output
 weights and the kernel change as ~ width^-1/2, intermediate weights as ~ width^-1.
-
-Usage: ``python examples/fig1_weight_change.py [--quick] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -19,25 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _common as c
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import (
-    Clock,
-    command_line,
-    loglog_slope,
-    make_trainer,
-    model,
-    parse_args,
-    pyplot,
-    rel_change,
-    safe_learning_rate,
-    save_figure,
-    two_class_digits,
-    write_json,
-)
 
 from ntkdsl.compiler.layers import Dense
+from ntkdsl.train import init_ensemble, train
 
 # the paper's slopes; for the kernel, -1/2 is the theorem's bound (the paper's fig. 1
 # caption notes that the measured change is closer to 1/width)
@@ -52,6 +38,9 @@ def layer_ntk(net, params, x):
     with ``delta = df / dz`` (one backward pass for all rows), so the kernel of a
     very wide net costs ``n^2 * width`` instead of ``n^2 * params`` (the generic
     :func:`ntkdsl.empirical_ntk`, which checks this at the smallest width).
+    This is why the script does not let :func:`ntkdsl.train.train` record the NTK
+    change (``ntk_points``): its generic kernel of fc3 at width 2048 (8M parameters)
+    is too slow and too large for 2 CPU cores.
     """
     layers = net.body.layers
     dense = [i for i, layer in enumerate(layers) if isinstance(layer, Dense)]
@@ -95,54 +84,58 @@ def weight_groups(net, params):
     return groups
 
 
-def run_width(spec_net: str, width: int, data, steps: int, lr: float,
-              seeds: list[int]) -> list[dict]:
-    """Train one net of ``width`` per seed; the relative changes of its weights and NTK."""
+def run_width(spec_net: str, width: int, data, steps: int, lr: float, n_seeds: int,
+              seed: int = 0):
+    """Train ``n_seeds`` nets of ``width`` (one vmapped ensemble); their weight and NTK changes.
+
+    Returns:
+        ``(rows, model, last_params0, last_ntk0)``: one dict of relative changes and
+        losses per net, and the last net's model, initial parameters and initial NTK.
+    """
     x, y = data
-    m = model("fc_relu.ntk", spec_net, width=width)
-    run = jax.jit(make_trainer(m.apply, x, y, learning_rate=lr, steps=[steps],
-                               linearized=False))
+    m = c.model("fc_relu.ntk", spec_net, width=width)
+    ps0 = init_ensemble(m, jax.random.PRNGKey(seed), x.shape[1:], n_seeds)
+    r = train(m, ps0, x, y, learning_rate=lr, steps=steps, record_every=steps,
+              linearized=False, ensemble=True, ntk_points=0)
     ntk = jax.jit(lambda p: layer_ntk(m.net, p, x))
     rows = []
-    for seed in seeds:
-        p0 = m.init(jax.random.PRNGKey(seed), x.shape[1:])
-        hist = run(p0)["net"]
-        p_t = hist["final"]
+    for i in range(n_seeds):
+        p0 = jax.tree_util.tree_map(lambda a, i=i: a[i], ps0)
+        p_t = jax.tree_util.tree_map(lambda a, i=i: jnp.asarray(a[i]), r.params)
         theta0, theta_t = ntk(p0), ntk(p_t)
-        out = {"loss_init": float(0.5 * jnp.sum((m.apply(p0, x) - y) ** 2)),
-               "loss_final": float(0.5 * jnp.sum((hist["train"][-1] - y) ** 2)),
-               "ntk": rel_change(theta0, theta_t)}
+        out = {"loss_init": float(r.loss_train[i, 0]), "loss_final": float(r.loss_train[i, -1]),
+               "ntk": c.rel_change(theta0, theta_t)}
         g0, gt = weight_groups(m.net, p0), weight_groups(m.net, p_t)
         for name in g0:
-            out[name] = rel_change(g0[name], gt[name])
+            out[name] = c.rel_change(g0[name], gt[name])
         rows.append(out)
     return rows, m, p0, theta0
 
 
 def main(argv=None) -> dict:
-    args = parse_args(__doc__.splitlines()[0], argv)
-    clock = Clock()
+    args = c.parse_args(__doc__.splitlines()[0], argv)
+    clock = c.Clock()
     if args.quick:
-        n_train, steps, seeds = 16, 128, [0, 1]
+        n_train, steps, n_seeds = 16, 128, 2
         widths = {"fc1": [2**k for k in range(6, 10)], "fc3": [2**k for k in range(6, 10)]}
     else:
         # fc3 stops at 2^11: at 2^12 its 33M weights take over ten minutes on 2 cores
-        n_train, steps, seeds = 32, 256, [0, 1]
+        n_train, steps, n_seeds = 32, 256, 2
         widths = {"fc1": [2**k for k in range(6, 13)], "fc3": [2**k for k in range(6, 12)]}
-    x, y, _, _ = two_class_digits(n_train, 0, seed=args.seed)
-    results: dict = {"command": command_line("fig1_weight_change.py", args),
+    x, y, _, _ = c.two_class_digits(n_train, 0, seed=args.seed)
+    results: dict = {"command": c.command_line("fig1_weight_change.py", args),
                      "setup": {"widths": widths, "n_train": n_train, "steps": steps,
-                               "seeds": len(seeds), "optimizer": "full-batch GD",
+                               "seeds": n_seeds, "optimizer": "full-batch GD (ntkdsl.train.train)",
                                "loss": "total MSE 1/2 sum (f - y)^2",
                                "data": "digits classes 0/1, 64 standardised pixels"},
                      "nets": {}}
     for spec_net in ("fc1", "fc3"):
-        analytic = model("fc_relu.ntk", spec_net).kernel_fn(x, x, "ntk")
-        lr = safe_learning_rate(analytic, 0.5)
+        analytic = c.model("fc_relu.ntk", spec_net).kernel_fn(x, x, "ntk")
+        lr = c.safe_learning_rate(analytic, 0.5)
         rows = []
         for w in widths[spec_net]:
-            per_seed, m, p_last, theta_last = run_width(
-                spec_net, w, (x, y), steps, lr, [args.seed * 100 + s for s in seeds])
+            per_seed, m, p_last, theta_last = run_width(spec_net, w, (x, y), steps, lr,
+                                                        n_seeds, args.seed)
             row = {k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0]}
             row["width"] = w
             if w == widths[spec_net][0]:
@@ -153,7 +146,7 @@ def main(argv=None) -> dict:
             clock.log(f"{spec_net} width {w}: " + ", ".join(
                 f"{k} {row[k]:.3g}" for k in ("input", "intermediate", "output", "ntk",
                                                "loss_final") if k in row))
-        slopes = {k: loglog_slope(widths[spec_net], [r[k] for r in rows])
+        slopes = {k: c.loglog_slope(widths[spec_net], [r[k] for r in rows])
                   for k in CLAIMS if k in rows[0]}
         results["nets"][spec_net] = {"learning_rate": lr, "rows": rows, "slopes": slopes}
         clock.log(f"{spec_net} slopes: {slopes}")
@@ -161,13 +154,13 @@ def main(argv=None) -> dict:
                          "ntk_note": "kernel: bound -1/2, measured between -1/2 and -1 passes"}
     results["seconds"] = clock.seconds
     plot(results, args.out / "fig1_weight_change.png")
-    write_json(args.out / "fig1_weight_change.json", results)
+    c.write_json(args.out / "fig1_weight_change.json", results)
     return results
 
 
 def plot(results: dict, path: Path) -> None:
     """Relative changes against width, log-log, with the fitted slopes."""
-    plt = pyplot()
+    plt = c.pyplot()
     names = list(results["nets"])
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4), squeeze=False)
     styles = {"input": "o-", "intermediate": "s-", "output": "^-", "ntk": "D--"}
@@ -184,7 +177,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(f"{name}: {name[-1]} hidden ReLU layer(s)")
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
-    save_figure(fig, path)
+    c.save_figure(fig, path)
 
 
 if __name__ == "__main__":

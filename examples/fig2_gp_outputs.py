@@ -14,8 +14,6 @@ Gap measures (over the test inputs and all recorded steps):
 ``var_gap = rms(var_ens - var_gp) / rms(var_gp)``. A finite ensemble adds
 sampling noise of about ``1/sqrt(M)`` and ``sqrt(2/M)`` to them; we report that
 floor and the noise-corrected ("excess") gaps too.
-
-Usage: ``python examples/fig2_gp_outputs.py [--quick] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -25,23 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _common as c
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import (
-    Clock,
-    command_line,
-    gp_dynamics,
-    make_trainer,
-    model,
-    parse_args,
-    pyplot,
-    record_steps,
-    safe_learning_rate,
-    save_figure,
-    two_class_digits,
-    write_json,
-)
+
+from ntkdsl.train import init_ensemble, train
 
 
 def interpolation(x_train, y_train, n_points: int):
@@ -53,21 +40,18 @@ def interpolation(x_train, y_train, n_points: int):
     return alpha, xs, (a, b)
 
 
-def ensemble_outputs(width: int, x, y, xt, lr: float, steps, n_nets: int, chunk: int,
-                     seed: int) -> np.ndarray:
-    """Test outputs ``(n_nets, len(steps), m)`` of an ensemble trained by GD (vmapped)."""
-    m = model("fc_tanh.ntk", "fc3_tanh", width=width)
-    run = make_trainer(m.apply, x, y, learning_rate=lr, steps=steps, x_test=xt,
-                       linearized=False)
-
-    @jax.jit
-    def batch(keys):
-        p0 = jax.vmap(lambda k: m.init(k, x.shape[1:]))(keys)
-        return jax.vmap(run)(p0)["net"]["test"][..., 0]
-
-    keys = jax.random.split(jax.random.PRNGKey(seed), n_nets)
-    return np.concatenate([np.asarray(batch(keys[i:i + chunk]))
-                           for i in range(0, n_nets, chunk)])
+def ensemble_outputs(width: int, x, y, xt, lr: float, steps: int, every: int, n_nets: int,
+                     chunk: int, seed: int) -> np.ndarray:
+    """Test outputs ``(n_nets, records, m)`` of an ensemble trained by GD (vmapped, in chunks)."""
+    m = c.model("fc_tanh.ntk", "fc3_tanh", width=width)
+    keys = jax.random.split(jax.random.PRNGKey(seed), n_nets // chunk)
+    outs = []
+    for k in keys:
+        p0 = init_ensemble(m, k, x.shape[1:], chunk)
+        r = train(m, p0, x, y, xt, learning_rate=lr, steps=steps, record_every=every,
+                  linearized=False, ensemble=True, ntk_points=0)
+        outs.append(r.fx_test[..., 0])
+    return np.concatenate(outs)
 
 
 def gaps(outs: np.ndarray, mean_gp, var_gp) -> dict:
@@ -91,29 +75,29 @@ def gaps(outs: np.ndarray, mean_gp, var_gp) -> dict:
 
 
 def main(argv=None) -> dict:
-    args = parse_args(__doc__.splitlines()[0], argv)
-    clock = Clock()
+    args = c.parse_args(__doc__.splitlines()[0], argv)
+    clock = c.Clock()
     if args.quick:
-        widths, n_nets, n_train, steps, n_test = (16, 128), 256, 8, 48, 17
+        widths, n_nets, n_train, steps, every, n_test = (16, 128), 256, 8, 48, 4, 17
     else:
-        widths, n_nets, n_train, steps, n_test = (16, 256), 512, 8, 96, 29
-    x, y, _, _ = two_class_digits(n_train, 0, seed=args.seed)
+        widths, n_nets, n_train, steps, every, n_test = (16, 256), 512, 8, 96, 4, 29
+    x, y, _, _ = c.two_class_digits(n_train, 0, seed=args.seed)
     alpha, xt, pair = interpolation(x, y, n_test)
-    analytic = model("fc_tanh.ntk", "fc3_tanh")
+    analytic = c.model("fc_tanh.ntk", "fc3_tanh")
     kxx = analytic.kernel_fn(x, x)
     ktx = analytic.kernel_fn(xt, x)
     ktt = analytic.kernel_fn(xt, xt, "nngp")
-    lr = safe_learning_rate(kxx.ntk, 0.5)
-    ts = record_steps(steps, 7)
+    lr = c.safe_learning_rate(kxx.ntk, 0.5)
+    ts = np.arange(0, steps + 1, every)  # the record points of ntkdsl.train.train
     bands = {}
     for kind in ("ntk", "nngp"):
-        mean, cov = gp_dynamics(kind, kxx.nngp, y, ktx.nngp, ktt, ntk_xx=kxx.ntk,
+        mean, cov = c.gp_dynamics(kind, kxx.nngp, y, ktx.nngp, ktt, ntk_xx=kxx.ntk,
                                 ntk_tx=ktx.ntk, learning_rate=lr, steps=ts)
         bands[kind] = (np.asarray(mean[..., 0]), np.asarray(jnp.diagonal(cov, 0, 1, 2)))
     clock.log(f"analytic kernels and GP bands (lr {lr:.4g}, steps {[int(t) for t in ts]})")
     mean_gp, var_gp = bands["ntk"]
     results: dict = {
-        "command": command_line("fig2_gp_outputs.py", args),
+        "command": c.command_line("fig2_gp_outputs.py", args),
         "setup": {"widths": list(widths), "n_nets": n_nets, "n_train": n_train,
                   "steps": ts, "learning_rate": lr, "n_test": n_test,
                   "pair": pair, "net": "fc_tanh.ntk fc3_tanh (3 tanh layers, W_std^2 1.5, no bias)",
@@ -121,8 +105,8 @@ def main(argv=None) -> dict:
         "widths": {}}
     outs_by_width = {}
     for w in widths:
-        chunk = 256 if w <= 64 else 64
-        outs = ensemble_outputs(w, x, y, xt, lr, ts, n_nets, chunk, args.seed)
+        chunk = n_nets if w <= 64 else 128
+        outs = ensemble_outputs(w, x, y, xt, lr, steps, every, n_nets, chunk, args.seed)
         outs_by_width[w] = outs
         g = gaps(outs, mean_gp, var_gp)
         results["widths"][str(w)] = g
@@ -138,13 +122,13 @@ def main(argv=None) -> dict:
         "var_rms": float(np.sqrt(np.mean((bands["nngp"][1][-1] - var_gp[-1]) ** 2)))}
     results["seconds"] = clock.seconds
     plot(alpha, ts, bands, outs_by_width, results, args.out / "fig2_gp_outputs.png")
-    write_json(args.out / "fig2_gp_outputs.json", results)
+    c.write_json(args.out / "fig2_gp_outputs.json", results)
     return results
 
 
 def plot(alpha, ts, bands, outs_by_width, results, path: Path) -> None:
     """Ensemble mean +- 2 std against the NTK-GP and NNGP bands at three times; the gaps."""
-    plt = pyplot()
+    plt = c.pyplot()
     widths = list(outs_by_width)
     outs = outs_by_width[widths[-1]]
     picks = [0, len(ts) // 2, len(ts) - 1]
@@ -177,7 +161,7 @@ def plot(alpha, ts, bands, outs_by_width, results, path: Path) -> None:
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlim(left=0)
     ax.legend(fontsize=7)
-    save_figure(fig, path)
+    c.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ with the empirical NTK at init (the same linear model, in closed form) and (c) t
 closed-form dynamics with the analytic (infinite-width) NTK, all from the net's own
 initial outputs. The paper's claim: the linearisation tracks the network closely
 during the whole of training.
-
-Usage: ``python examples/fig3_linearization.py [--quick] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -20,19 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _common as c
 import _linearization as lin
 import jax
 import jax.numpy as jnp
-from _common import (
-    Clock,
-    command_line,
-    model,
-    parse_args,
-    record_steps,
-    safe_learning_rate,
-    two_class_digits,
-    write_json,
-)
 
 
 def probe(params):
@@ -42,34 +31,28 @@ def probe(params):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(__doc__.splitlines()[0], argv)
-    clock = Clock()
+    args = c.parse_args(__doc__.splitlines()[0], argv)
+    clock = c.Clock()
     if args.quick:
-        width, n_train, n_test, steps = 256, 16, 16, 128
+        width, n_train, n_test, steps, every = 256, 16, 16, 128, 2
     else:
-        width, n_train, n_test, steps = 512, 32, 32, 400
-    x, y, xt, yt = two_class_digits(n_train, n_test, seed=args.seed)
-    m = model("fc_deep.ntk", "fc5", width=width)
+        width, n_train, n_test, steps, every = 512, 32, 32, 400, 4
+    x, y, xt, yt = c.two_class_digits(n_train, n_test, seed=args.seed)
+    m = c.model("fc_deep.ntk", "fc5", width=width)
     k_xx = m.kernel_fn(x, x, "ntk")
     k_tx = m.kernel_fn(xt, x, "ntk")
-    lr = safe_learning_rate(k_xx, 0.5)
-    ts = record_steps(steps, 24)
+    lr = c.safe_learning_rate(k_xx, 0.5)
     clock.log(f"analytic NTK; learning rate {lr:.4g} (half of eta_critical)")
     p0 = m.init(jax.random.PRNGKey(args.seed), x.shape[1:])
-    res = lin.compare(m, p0, x, y, xt, yt, learning_rate=lr, steps=ts, probe=probe,
-                      analytic=(k_xx, k_tx), empirical=True, clock=clock)
-    results = {"command": command_line("fig3_linearization.py", args),
-               "setup": {"net": "fc_deep.ntk fc5 (5 hidden ReLU layers)", "width": width,
-                         "n_train": n_train, "n_test": n_test, "steps": steps,
-                         "learning_rate": lr, "optimizer": "full-batch GD",
-                         "data": "digits classes 0/1, targets +-1/2"},
-               **lin.summary(res)}
-    results["seconds"] = clock.seconds
-    clock.log(f"final test RMSE to the net: {results['rmse_final']['test']}")
-    lin.plot(res, args.out / "fig3_linearization.png",
-             f"fc5 ReLU, width {width}: network vs linearisation (GD, {n_train} digits)")
-    write_json(args.out / "fig3_linearization.json", results)
-    return results
+    res = lin.compare(m, p0, x, y, xt, yt, learning_rate=lr, steps=steps, record_every=every,
+                      probe=probe, analytic=(k_xx, k_tx), empirical=True, clock=clock)
+    setup = {"net": "fc_deep.ntk fc5 (5 hidden ReLU layers)", "width": width,
+             "n_train": n_train, "n_test": n_test, "steps": steps, "learning_rate": lr,
+             "optimizer": "full-batch GD (ntkdsl.train.train)",
+             "data": "digits classes 0/1, targets +-1/2"}
+    return lin.finish(res, {"setup": setup}, args, "fig3_linearization.py",
+                      f"fc5 ReLU, width {width}: network vs linearisation (GD, {n_train} digits)",
+                      clock)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def test_fig1_weight_change_slopes_small_widths():
     x, y, _, _ = c.two_class_digits(8, 0)
     lr = c.safe_learning_rate(c.model("fc_relu.ntk", "fc3").kernel_fn(x, x, "ntk"), 0.5)
     widths = [64, 128, 256, 512]
-    rows = [fig1.run_width("fc3", w, (x, y), 64, lr, [0, 1])[0] for w in widths]
+    rows = [fig1.run_width("fc3", w, (x, y), 64, lr, 2)[0] for w in widths]
     slope = {k: c.loglog_slope(widths, [np.mean([r[k] for r in rs]) for rs in rows])
              for k in ("input", "intermediate", "output")}
     assert abs(slope["input"] + 0.5) < 0.2, slope
@@ -123,8 +123,10 @@ def test_fig3_quick(tmp_path):
 def test_fig4_quick(tmp_path):
     script("fig4_wrn").main(["--quick", "--out", str(tmp_path)])
     res = outputs(tmp_path, "fig4_wrn")
-    assert res["loss_final"]["train"]["net"] < res["loss_final"]["train"]["analytic"] + 0.1
     assert all(math.isfinite(v) for v in res["rmse_final"]["test"].values())
+    # the wider WRN ends closer to its linearisation (two widths, 4x apart)
+    rows = res["vs_width"]
+    assert rows[-1]["rmse_final"] < 0.7 * rows[0]["rmse_final"], rows
 
 
 @pytest.mark.slow
