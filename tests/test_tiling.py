@@ -33,9 +33,9 @@ def test_tiled_equals_untiled_with_ragged_tiles(name, with_x2):
         a, b = np.asarray(a), np.asarray(b)
         # equal to the last bits: XLA's vectorised and remainder loops may round
         # differently (FMA contraction), and where the split falls depends on the tile
-        # shape. Where a pointwise map acts on a full spatial covariance, the closed form's
-        # sqrt(s11 s22 - s12^2) at correlation 1 turns that into ~1e-9 (see report/issue 3)
-        tol = 1e-8 if name == "gap" else 1e-14
+        # shape. At correlation 1 the printed closed forms are exact (printer._as_det), so
+        # this holds for full spatial covariances (GAP) too (it was 1e-8 before)
+        tol = 1e-14
         np.testing.assert_allclose(a, b, rtol=0, atol=tol * np.abs(b).max())
 
 

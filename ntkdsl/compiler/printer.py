@@ -13,15 +13,18 @@ version whose value *and* gradient stay finite at the edge of the domain:
 * ``sqrt(x)``   -> :func:`safe_sqrt`  : ``sqrt(max(x, 0))``, gradient 0 where ``x <= eps``;
 * ``x**(-1/2)`` -> :func:`safe_rsqrt` : ``1/sqrt(x)`` for ``x > 0``, else 0 (so a correlation
   ``s12 / sqrt(s11 s22)`` of a zero-variance input is 0, as in the peer library);
-* ``atan2(y, x)`` -> :func:`safe_atan2` : ``pi/2`` at ``(0, 0)`` (correlation 0);
+* ``atan2(y, x)`` -> :func:`safe_atan2` : ``pi/2`` at ``(0, 0)`` (correlation 0); it and
+  ``atan`` (:func:`fast_atan`) are computed from arithmetic (a Cephes rational
+  approximation, ~1 ulp), because XLA's float64 atan2 on CPU is a scalar call per entry;
 * ``acos/asin`` -> :func:`safe_acos` / :func:`safe_asin` : argument clipped to [-1, 1],
   gradient 0 where ``|x| >= 1`` (the singular parts cancel analytically in every
   closed form; dropping both keeps autodiff from computing ``inf - inf``).
 
-Two rewrites are made while printing, both proved in ``symbolic.printer_rewrites``:
+Three rewrites are made while printing, all proved in ``symbolic.printer_rewrites``:
 ``sqrt(a) * sqrt(b) -> sqrt(a * b)`` and ``1/sqrt(a) * 1/sqrt(b) -> rsqrt(a * b)`` for
 ``a, b >= 0`` (every base under a root here is a variance or a product of them), which
-halves the number of roots. Common subexpressions are shared (``sympy.cse``).
+halves the number of roots; and ``sqrt(a b - c^2) -> sqrt((sqrt(a b) - c)(sqrt(a b) + c))``,
+exactly 0 at correlation 1 (see :func:`_as_det`). Common subexpressions are shared (``sympy.cse``).
 Numbers are printed as Python float literals, which are weakly typed in JAX, so
 float32 inputs stay float32.
 """
@@ -131,10 +134,84 @@ def _safe_asin_jvp(primals, tangents):
     return safe_asin(x), jnp.where(ok, dx * jax.lax.rsqrt(jnp.where(ok, d, 1.0)), 0.0)
 
 
+# atan from arithmetic alone (Cephes' atan.c, S. L. Moshier): XLA's CPU atan2 in float64
+# is a scalar libm call per entry (~50 ns), this is a vectorised loop of a few divisions
+# and FMAs. Coefficients: Cephes' rational minimax approximation of
+# atan(z) = z + z^3 P(z^2) / Q(z^2) on |z| <= 0.66 (relative error 1.8e-16 in float64).
+_ATAN_P = (-8.750608600031904122785e-01, -1.615753718733365076637e01,
+           -7.500855792314704667340e01, -1.228866684490136173410e02,
+           -6.485021904942025371773e01)
+_ATAN_Q = (2.485846490142306297962e01, 1.650270098316988542046e02,
+           4.328810604912902668951e02, 4.853903996359136964868e02,
+           1.945506571482613964425e02)
+_PIO2 = 1.5707963267948966  # fl(pi/2)
+_PIO4 = 0.7853981633974483  # fl(pi/4)
+_MOREBITS = 6.123233995736766e-17  # pi/2 - fl(pi/2)
+
+
+def _atan_unit(t: jax.Array) -> jax.Array:
+    """``atan(t)`` for ``0 <= t <= 1`` (Cephes: above 0.66, ``pi/4 + atan((t-1)/(t+1))``)."""
+    big = t > 0.66
+    z = jnp.where(big, (t - 1.0) / (t + 1.0), t)
+    z2 = z * z
+    p = _ATAN_P[0]
+    for c in _ATAN_P[1:]:
+        p = p * z2 + c
+    q = z2 + _ATAN_Q[0]
+    for c in _ATAN_Q[1:]:
+        q = q * z2 + c
+    r = z + z * (z2 * p / q)
+    return jnp.where(big, _PIO4 + (r + 0.5 * _MOREBITS), r)
+
+
+def fast_atan2(y: jax.Array, x: jax.Array) -> jax.Array:
+    """``atan2(y, x)`` from arithmetic only (vectorisable), within ~1 ulp.
+
+    The ratio ``min(|x|, |y|) / max(|x|, |y|)`` in [0, 1] goes through
+    :func:`_atan_unit`, then is reflected by octant (``pi/2 - a``, ``pi - a``, sign of y)
+    with the low bits of pi added back. ``(0, 0)`` gives 0 (``safe_atan2`` replaces it).
+    Constants are Python floats, so float32 inputs stay float32.
+
+    Arguments:
+        y, x: arrays.
+
+    Returns:
+        the angle in [-pi, pi], elementwise.
+    """
+    ax, ay = jnp.abs(x), jnp.abs(y)
+    swap = ay > ax
+    num = jnp.minimum(ax, ay)
+    den = jnp.maximum(ax, ay)
+    a = _atan_unit(num / jnp.where(den == 0, 1.0, den))
+    a = jnp.where(swap, (_PIO2 - a) + _MOREBITS, a)
+    a = jnp.where(x < 0, (2.0 * _PIO2 - a) + 2.0 * _MOREBITS, a)
+    return jnp.where(jnp.signbit(y), -a, a)
+
+
+@jax.custom_jvp
+def fast_atan(x: jax.Array) -> jax.Array:
+    """``atan(x)`` from arithmetic only (:func:`fast_atan2` of ``(x, 1)``).
+
+    Arguments:
+        x: array.
+
+    Returns:
+        the angle in (-pi/2, pi/2), elementwise.
+    """
+    return fast_atan2(x, jnp.ones_like(x))
+
+
+@fast_atan.defjvp
+def _fast_atan_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return fast_atan(x), dx / (1.0 + x * x)
+
+
 @jax.custom_jvp
 def safe_atan2(y: jax.Array, x: jax.Array) -> jax.Array:
     """``atan2(y, x)``, with ``pi/2`` at ``y = x = 0`` (an angle of correlation 0, as for a
-    zero-variance input) and a gradient that is 0 there instead of NaN.
+    zero-variance input) and a gradient that is 0 there instead of NaN. Computed by
+    :func:`fast_atan2` (vectorised arithmetic, ~1 ulp; tests/test_closed_forms_atan.py).
 
     Arguments:
         y, x: arrays.
@@ -143,7 +220,7 @@ def safe_atan2(y: jax.Array, x: jax.Array) -> jax.Array:
         the angle, elementwise.
     """
     zero = (x == 0) & (y == 0)
-    return jnp.where(zero, jnp.pi / 2, jnp.arctan2(y, x))
+    return jnp.where(zero, _PIO2, fast_atan2(y, x))
 
 
 @safe_atan2.defjvp
@@ -162,7 +239,7 @@ NAMESPACE: dict[str, object] = {
     "_rsqrt": safe_rsqrt,
     "_acos": safe_acos,
     "_asin": safe_asin,
-    "_atan": jnp.arctan,
+    "_atan": fast_atan,
     "_atan2": safe_atan2,
     "_exp": jnp.exp,
     "_log": jnp.log,
@@ -184,6 +261,27 @@ _HALF = sympy.Rational(1, 2)
 def _literal(e: sympy.Expr) -> str:
     v = float(e)
     return repr(v) if v >= 0 else f"({v!r})"
+
+
+def _as_det(e: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """``(P, c)`` if ``e`` is ``P - c**2`` with ``P`` a nonnegative product, else None.
+
+    Such a difference under a root (``s11 s22 - s12^2``: the determinant of a
+    covariance) is printed as ``(sqrt(P) - c)(sqrt(P) + c)``: equal for ``P >= 0``
+    (proved in ``symbolic.printer_rewrites``), and exactly 0 at correlation 1. For
+    ``s11 = s22 = s12 = s``, ``sqrt(fl(s * s)) == s`` in binary floating point, so
+    ``sqrt(P) - c`` is exactly 0, while ``fl(s * s) - fl(s^2)`` is 0 or the rounding
+    error of ``s^2`` depending on whether XLA contracts it into an FMA (which the
+    root would amplify to ~1e-8 of the kernel, differently in different programs).
+    """
+    if not e.is_Add or len(e.args) != 2:
+        return None
+    for prod, sq in (e.args, e.args[::-1]):
+        coeff, rest = sq.as_coeff_Mul()
+        if coeff == -1 and rest.is_Pow and rest.exp == 2 and prod.is_Mul \
+                and prod.is_nonnegative:
+            return prod, rest.base
+    return None
 
 
 class _Printer:
@@ -247,6 +345,11 @@ class _Printer:
         return f"{sign}({out})" if sign else out
 
     def pow(self, base: sympy.Expr, exp: sympy.Expr) -> str:
+        if exp == _HALF:
+            det = _as_det(base)
+            if det is not None:  # sqrt(P - c^2) -> sqrt((sqrt(P) - c)(sqrt(P) + c))
+                r, c = (self.p(t) for t in det)
+                return f"_sqrt((_sqrt({r}) - {c}) * (_sqrt({r}) + {c}))"
         b = self.p(base)
         if exp == _HALF:
             return f"_sqrt({b})"

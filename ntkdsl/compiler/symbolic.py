@@ -469,11 +469,14 @@ def _printed_matches(layer, n_points: int) -> CheckResult:
 def printer_rewrites() -> Report:
     """The printer's own algebraic rewrites (``compiler/printer.py``), proved for a, b >= 0."""
     a, b = sympy.symbols("a b", positive=True)
+    c = sympy.Symbol("c", real=True)
     cases = [
         ("printer: sqrt(a) sqrt(b) = sqrt(a b)", sympy.sqrt(a) * sympy.sqrt(b) - sympy.sqrt(a * b)),
         ("printer: 1/sqrt(a) 1/sqrt(b) = 1/sqrt(a b)",
          1 / sympy.sqrt(a) / sympy.sqrt(b) - 1 / sympy.sqrt(a * b)),
         ("printer: a**(k/2) = a**((k-1)/2) sqrt(a)", a ** sympy.Rational(3, 2) - a * sympy.sqrt(a)),
+        ("printer: a b - c^2 = (sqrt(a b) - c)(sqrt(a b) + c)",
+         (sympy.sqrt(a * b) - c) * (sympy.sqrt(a * b) + c) - (a * b - c**2)),
     ]
     res = []
     for what, e in cases:
