@@ -74,8 +74,11 @@ def load_digits(
     x = images.reshape(len(images), -1)
     mean, std = x[tr].mean(0), x[tr].std(0)
     # A pixel that is constant over a small training set (the digits' borders
-    # often are) must not be divided by ~0: it would blow up on test images.
-    x = (x - mean) / np.where(std > 1e-6, std, 1.0)
+    # often are) must not be divided by ~0, which would blow up on test images;
+    # it is scaled by the typical pixel spread instead, so it stays O(1).
+    varying = std > 1e-6
+    typical = float(np.mean(std[varying])) if varying.any() else 1.0
+    x = (x - mean) / np.where(varying, std, typical)
     if not flat:
         x = x.reshape(-1, 8, 8, 1)
     k = len(classes)
