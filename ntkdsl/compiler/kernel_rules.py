@@ -283,18 +283,15 @@ def _diag_pairs(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 def pointwise(layer, k: KernelState, plan: LayerPlan) -> KernelState:
     """``K' = T(K11, K12, K22)``, ``Theta' = Tdot(K11, K12, K22) * Theta``."""
-    if k.same and k.rows is not None:
-        # the pairs (i, i) of a symmetric list are the per-input covariance itself: read the
-        # variances from them (a gather of n * P entries), so s11, s12, s22 of a pair (i, i)
-        # at position (p, p) are the same bits and the correlation is exactly 1 (the closed
-        # forms are exact there, see pointwise._det); no separate cov1 is carried
-        v1 = spatial_diag(k.nngp, k.full, k.nd)[..., _diag_pairs(k.rows, k.cols)]
-        v2 = v1
-    else:
-        v1 = spatial_diag(k.cov1, k.full, k.nd)
-        v2 = v1 if k.same else spatial_diag(k.cov2, k.full, k.nd)
+    v1 = spatial_diag(k.cov1, k.full, k.nd)
+    v2 = v1 if k.same else spatial_diag(k.cov2, k.full, k.nd)
     s11, s22 = _side(v1, k, 1), _side(v2, k, 2)
     s12 = k.nngp
+    if k.same and k.rows is not None:
+        # the pairs (i, i) of a symmetric list are the per-input covariance itself; take
+        # them from cov1 bit for bit, so their correlation is exactly 1 where it should be
+        # (the closed forms turn a 1-ulp mismatch there into ~1e-8 through sqrt(1 - c^2))
+        s12 = s12.at[..., _diag_pairs(k.rows, k.cols)].set(k.cov1)
     ntk = k.ntk
     if ntk is None or isinstance(ntk, float):
         nngp = layer.t_fn()(s11, s12, s22)
@@ -302,7 +299,7 @@ def pointwise(layer, k: KernelState, plan: LayerPlan) -> KernelState:
         nngp, tdot = layer.pair_fn()(s11, s12, s22)
         ntk = tdot * ntk
     cov1 = cov2 = None
-    if plan.cov_out and k.cov1 is not None:
+    if plan.cov_out:
         def cov_update(c, v):
             if not k.full:
                 return layer.diag_fn()(c)

@@ -138,7 +138,7 @@ def _input_state(x1, x2, p: LayerPlan, rows, cols, need_ntk: bool, need_cov: boo
         if rows is not None:
             nngp = nngp[rows, cols]
         cov1 = cov2 = None
-        if need_cov and not (same and rows is not None):
+        if need_cov:
             cov1 = v1
             cov2 = cov1 if same else v2
         return KernelState(nngp=nngp, ntk=0.0 if need_ntk else None, cov1=cov1, cov2=cov2,
@@ -160,7 +160,7 @@ def _input_state(x1, x2, p: LayerPlan, rows, cols, need_ntk: bool, need_cov: boo
         return jnp.sum(a * b, axis=2 * nd) / c
 
     cov1 = cov2 = None
-    if need_cov and not (same and rows is not None):  # a pair list reads its own (i, i)
+    if need_cov:
         cov1 = cov(x1)
         cov2 = cov1 if same else cov(x2)
     return KernelState(nngp=nngp, ntk=0.0 if need_ntk else None, cov1=cov1, cov2=cov2,
