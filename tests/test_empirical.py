@@ -70,7 +70,7 @@ def full_jacobian_ntk(f, params, x1, x2):
         j = jax.jacobian(lambda v: f(unravel(v), x))(flat)
         return j.reshape(x.shape[0], -1, flat.size)
 
-    j1, j2 = jac(x1), jac(x2)
+    j1, j2 = jax.jit(jac)(x1), jax.jit(jac)(x2)
     return jnp.einsum("aop,bop->ab", j1, j2) / j1.shape[1]
 
 

@@ -138,13 +138,13 @@ def errors(spec, shape, n_samples, width=512, seed=1, **kw):
 
 
 CASES = {
-    "fc_relu_erf_leaky_sin": (FC_A, FC_SHAPE, 8),
-    "fc_gelu_tanh_abrelu_identity": (FC_B, FC_SHAPE, 8),
+    "fc_relu_erf_leaky_sin": (FC_A, FC_SHAPE, 24),
+    "fc_gelu_tanh_abrelu_identity": (FC_B, FC_SHAPE, 32),
     "cnn_gap": (CNN_GAP, IMG_SHAPE, 24),
-    "cnn_flatten": (CNN_FLAT, IMG_SHAPE, 8),
+    "cnn_flatten": (CNN_FLAT, IMG_SHAPE, 16),
     "residual": (RES, IMG_SHAPE, 12),
-    "residual_shortcut": (RES_SHORTCUT, IMG_SHAPE, 8),
-    "standard": (STANDARD, IMG_SHAPE, 8),
+    "residual_shortcut": (RES_SHORTCUT, IMG_SHAPE, 16),
+    "standard": (STANDARD, IMG_SHAPE, 16),
 }
 
 
@@ -199,8 +199,10 @@ def test_batching_over_inits_does_not_change_the_average():
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_monte_carlo_error_falls_like_one_over_sqrt_width(case):
     spec, shape, n_samples = CASES[case]
+    # one seed's error is noisy (about +-50%); the mean over seeds is not
     widths = (64, 256, 1024)
-    errs = np.array([errors(spec, shape, n_samples, width=w, nngp_from="readout")
+    errs = np.array([np.mean([errors(spec, shape, n_samples, width=w, seed=s,
+                                     nngp_from="readout") for s in range(3)], axis=0)
                      for w in widths])
     assert np.all(errs[-1] < 0.05), errs
     for j in range(2):

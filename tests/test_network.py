@@ -124,11 +124,16 @@ def test_dense_matches_formula(param, spatial):
     np.testing.assert_allclose(y, x @ w + b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("padding", ["SAME", "VALID", "CIRCULAR"])
+SLOW = pytest.mark.slow
+PADDINGS = ("SAME", "VALID", "CIRCULAR")
+
+
 @pytest.mark.parametrize(
-    "spatial,kernel,strides",
-    [((7,), 3, 1), ((7,), 4, 2), ((6, 5), (3, 2), (2, 1)), ((5, 4), 3, 1),
-     ((4, 3, 5), 2, (1, 2, 2))],
+    "padding,spatial,kernel,strides",
+    [(p, (7,), 4, 2) for p in PADDINGS] + [(p, (6, 5), (3, 2), (2, 1)) for p in PADDINGS]
+    + [("CIRCULAR", (4, 3, 5), 2, (1, 2, 2))]
+    + [pytest.param(p, *c, marks=SLOW) for p in PADDINGS
+       for c in (((7,), 3, 1), ((5, 4), 3, 1), ((4, 3, 5), 2, (1, 2, 2)))],
 )
 def test_conv_matches_reference(padding, spatial, kernel, strides):
     layer = Conv(out=3, kernel=kernel, strides=strides, padding=padding, W_std=1.3, b_std=0.5)
@@ -143,10 +148,12 @@ def test_conv_matches_reference(padding, spatial, kernel, strides):
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("padding", ["SAME", "VALID", "CIRCULAR"])
 @pytest.mark.parametrize(
-    "spatial,window,strides",
-    [((7,), 3, None), ((7,), 2, 1), ((6, 5), (3, 2), (2, 1)), ((5, 5), 3, 2), ((4, 3, 4), 2, None)],
+    "padding,spatial,window,strides",
+    [(p, (7,), 2, 1) for p in PADDINGS] + [(p, (6, 5), (3, 2), (2, 1)) for p in PADDINGS]
+    + [("SAME", (4, 3, 4), 2, None)]
+    + [pytest.param(p, *c, marks=SLOW) for p in PADDINGS
+       for c in (((7,), 3, None), ((5, 5), 3, 2), ((4, 3, 4), 2, None))],
 )
 def test_avg_pool_matches_reference(padding, spatial, window, strides):
     layer = AvgPool(window=window, strides=strides, padding=padding)
