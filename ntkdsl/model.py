@@ -77,7 +77,7 @@ class Model:
         return model_predict_fn(self, x_train, y_train, **kwargs)
 
 
-def compile(source: str, *, net: str | None = None, filename: str | None = None,  # noqa: A001
+def compile(source: str, *, net: str | None = None, filename: str | None = None,
             **overrides) -> Model:
     """Compile spec text into a :class:`Model`.
 
