@@ -44,6 +44,9 @@ _EXPORTS: dict[str, str] = {
     "gradient_descent_mse": "ntkdsl.predict",
     "gp_inference": "ntkdsl.predict",
     "eta_critical": "ntkdsl.predict",
+    "gradient_descent_mse_gp": "ntkdsl.predict",
+    "train": "ntkdsl.train",
+    "load_digits": "ntkdsl.data",
 }
 
 __all__ = ["InputError", "SpecError", "__version__", *_EXPORTS]
