@@ -222,12 +222,18 @@ def expect_pair(f: Callable, g: Callable, a, b, c, kinks: Sequence = (), dps: in
 
 
 def expect_one(f: Callable, var, kinks: Sequence = (), dps: int = 15):
-    """``E[f(u)]``, ``u ~ N(0, var)``, by mpmath integration (see :func:`expect_pair`)."""
-    with mpmath.workdps(dps):
+    """``E[f(u)]``, ``u ~ N(0, var)``, by mpmath integration.
+
+    One dimension is cheap, so this uses mpmath's adaptive tanh-sinh rule, split
+    at the kinks and at 0: at large variance ``f(sd z)`` (an erf, say) turns
+    into a near-step at 0 that a fixed Gauss-Legendre rule resolves only to ~1e-9.
+    """
+    with mpmath.workdps(dps + 5):
         sd = mpmath.sqrt(mpmath.mpf(var))
         nrm = 1 / mpmath.sqrt(2 * mpmath.pi)
-        return _integrate(lambda z: mpmath.exp(-z * z / 2) * nrm * f(sd * z),
-                          -_HALF, _HALF, [k / sd for k in kinks])
+        pts = sorted({mpmath.mpf(-_HALF), mpmath.mpf(0), mpmath.mpf(_HALF),
+                      *(mpmath.mpf(k) / sd for k in kinks)})
+        return mpmath.quad(lambda z: mpmath.exp(-z * z / 2) * nrm * f(sd * z), pts)
 
 
 def _mp_fns(layer) -> tuple[Callable, Callable, tuple]:
