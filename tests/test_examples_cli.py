@@ -1,0 +1,59 @@
+"""Every example spec works through the command line, net by net: check and
+kernel by default; explain in text and LaTeX under -m slow (sympy simplifies
+each fully connected net's closed form, seconds per net)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ntkdsl.cli import main
+from ntkdsl.compiler.frontend import load_all
+
+SPECS = Path(__file__).resolve().parents[1] / "examples" / "specs"
+
+#: an input shape (no batch axis) for every example net
+INPUT_SHAPES = {
+    "fc1": (64,), "fc3": (64,), "fc3_tanh": (64,), "fc5": (64,), "fc_erf": (64,),
+    "cnn_flatten": (8, 8, 1), "cnn_gap": (8, 8, 1), "wrn": (8, 8, 1),
+    "myrtle5": (8, 8, 3), "myrtle5_pool2": (8, 8, 3), "conv1d": (16, 2),
+}
+
+
+def _nets() -> list[tuple[Path, str]]:
+    libraries = {"common.ntk"}  # blocks and constants only, imported by the others
+    return [(path, net.name) for path in sorted(SPECS.glob("*.ntk")) if path.name not in libraries
+            for net in load_all(path)]
+
+
+def test_every_example_net_has_an_input_shape():
+    assert {name for _, name in _nets()} == set(INPUT_SHAPES)
+
+
+@pytest.mark.parametrize(("path", "net"), _nets(), ids=lambda v: getattr(v, "name", v))
+def test_example_through_the_cli(path, net, tmp_path, capsys):
+    shape = INPUT_SHAPES[net]
+    assert main(["check", str(path), "--net", net,
+                 "--input-shape", ",".join(map(str, shape))]) == 0
+    x = np.random.default_rng(0).normal(size=(3, *shape))
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "k.npz"
+    assert main(["kernel", str(path), "--net", net, "--x1", str(tmp_path / "x.npy"),
+                 "-o", str(out)]) == 0
+    k = np.load(out)
+    for name in ("nngp", "ntk"):
+        assert k[name].shape == (3, 3) and np.all(np.isfinite(k[name]))
+        np.testing.assert_allclose(k[name], k[name].T, rtol=1e-12)
+        assert np.all(np.linalg.eigvalsh(k[name]) > -1e-10 * np.abs(k[name]).max())
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("path", "net"), _nets(), ids=lambda v: getattr(v, "name", v))
+def test_example_explained(path, net, capsys):
+    assert main(["explain", str(path), "--net", net]) == 0
+    assert "Theta" in capsys.readouterr().out
+    assert main(["explain", str(path), "--net", net, "--latex"]) == 0
+    assert "\\Theta" in capsys.readouterr().out
