@@ -83,7 +83,8 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def kernel_predictions(cfg: DemoConfig, data, specs_dir: Path, log) -> list[dict]:
+def kernel_predictions(cfg: DemoConfig, data, specs_dir: Path, log, tick=lambda: None
+                       ) -> list[dict]:
     """NNGP-posterior and NTK-GP (t = inf) test accuracy for each kernel spec."""
     import ntkdsl
     from ntkdsl.predict import gp_inference, gradient_descent_mse_gp
@@ -95,8 +96,8 @@ def kernel_predictions(cfg: DemoConfig, data, specs_dir: Path, log) -> list[dict
         if flat:
             xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
         t0 = time.perf_counter()
-        k_tr = model.kernel_fn(xtr, None, ("nngp", "ntk"), progress=cfg.progress)
-        k_te = model.kernel_fn(xte, xtr, ("nngp", "ntk"), progress=cfg.progress)
+        k_tr = model.kernel_fn(xtr, None, ("nngp", "ntk"), progress=False)
+        k_te = model.kernel_fn(xte, xtr, ("nngp", "ntk"), progress=False)
         seconds = time.perf_counter() - t0
         nngp = gp_inference(k_tr.nngp, data.y_train, k_te.nngp, diag_reg=1e-6)
         ntk = gradient_descent_mse_gp(k_tr.nngp, data.y_train, ntk_train_train=k_tr.ntk,
@@ -110,6 +111,7 @@ def kernel_predictions(cfg: DemoConfig, data, specs_dir: Path, log) -> list[dict
         log(f"  {row['spec']:<28} kernels {seconds:6.2f} s   "
             f"NNGP acc {row['nngp_accuracy']:.3f}   NTK-GP acc {row['ntk_accuracy']:.3f}")
         rows.append(row)
+        tick()
     return rows
 
 
@@ -236,20 +238,29 @@ def run(cfg: DemoConfig, log=print) -> dict:
     if not cfg.widths or min(cfg.widths) < 1:
         raise InputError(f"--widths: expected positive integers, got {cfg.widths}")
     specs_dir = cfg.specs_dir or find_specs_dir()
+    from tqdm.auto import tqdm
+
+    # one bar over the long stages (each kernel spec, each width's training), with ETA
+    bar = tqdm(total=len(cfg.kernel_specs) + len(cfg.widths), desc="ntkdsl demo", unit="stage",
+               disable=not cfg.progress, leave=False)
+    if cfg.progress and log is print:
+        log = bar.write  # keeps the bar below the printed lines
     t_start = time.perf_counter()
     data = load_digits(cfg.n_train, cfg.n_test, seed=cfg.seed)
     log(f"ntkdsl demo: digits 8x8, {cfg.n_train} train / {cfg.n_test} test images, "
         f"10 classes, float64")
     log("\n[1/2] infinite width: NNGP posterior (eq. 13) and NTK-GP at t = inf (eq. 16)")
-    kernels = kernel_predictions(cfg, data, specs_dir, log)
+    kernels = kernel_predictions(cfg, data, specs_dir, log, lambda: bar.update(1))
     log(f"\n[2/2] finite widths {', '.join(map(str, cfg.widths))}: network vs linearisation "
         f"vs analytic NTK (eq. 9-11), {cfg.steps} GD steps")
     runs = []
     for width in cfg.widths:
         dyn = training_dynamics(cfg, width, data, specs_dir)
         runs.append(dyn)
+        bar.update(1)
         log(f"  width {width}: learning rate {dyn['learning_rate']:.4g} (half of eta_critical), "
             f"trained in {dyn['train_seconds']:.1f} s")
+    bar.close()
     dyn = runs[-1]
     log(f"  the widest net, {dyn['spec']} width {dyn['width']}:")
     print_table(dyn, log)
