@@ -45,8 +45,8 @@ def test_symmetric_tiles_are_computed_once(monkeypatch):
     calls = []
     real = kernels.build_tile_fn
 
-    def counting(p, n1, n2, gets):
-        fn = real(p, n1, n2, gets)
+    def counting(p, n1, n2, gets, chunk=None):
+        fn = real(p, n1, n2, gets, chunk)
 
         def wrapped(*a):
             calls.append((n1, n2))
@@ -75,3 +75,32 @@ def test_progress_bar_on_many_tiles(capsys):
     m.kernel_fn(x, get="nngp", batch_size=2, progress=True)
     err = capsys.readouterr().err
     assert "kernel tiles" in err and "15/15" in err
+
+
+CHUNK_NETS = {
+    **NETS,
+    "residual": ("net r { Conv(8, 3, W_std=1.3); Residual { Relu; Conv(8, 3) } "
+                 "AvgPool(2); Erf; Flatten; Dense(1) }", (4, 4, 2)),
+    "pointwise_after_gap": ("net z { Conv(4, 2); GlobalAvgPool; Relu }", (3, 3, 2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHUNK_NETS))
+@pytest.mark.parametrize("gets", [("nngp", "ntk"), ("nngp",)])
+def test_chunked_pair_list_equals_one_chunk(name, gets):
+    """Symmetric tiles in chunks of pairs (ragged last chunk, covariances computed once
+    and replayed) give the same kernels as the whole pair list at once."""
+    spec, shape = CHUNK_NETS[name]
+    m = ntkdsl.compile(spec)
+    x = RNG.standard_normal((9, *shape))  # 45 pairs
+    p = kernels.get_plan(m, shape)
+    whole = kernels.build_tile_fn(p, 9, None, gets, chunk=45)(x if len(shape) > 1 else
+                                                              kernels.fc_inputs(x, None)[:2])
+    for chunk in (1, 4, 7):
+        fn = kernels.build_tile_fn(p, 9, None, gets, chunk=chunk)
+        got = fn(x if len(shape) > 1 else kernels.fc_inputs(x, None)[:2])
+        for a, b in zip(got, whole):
+            a, b = np.asarray(a), np.asarray(b)
+            assert a.shape == b.shape == (9, 9)
+            np.testing.assert_array_equal(a, a.T)
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-14 * max(np.abs(b).max(), 1e-300))

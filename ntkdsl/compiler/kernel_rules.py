@@ -49,6 +49,12 @@ class KernelState:
         rows, cols: pair-list indices (numpy), or ``None`` for the grid layout.
         full: pairs of positions are held (else only the diagonal).
         nd: number of spatial axes.
+        covs: per-input covariances at each pointwise layer's input, keyed by
+            ``id`` of the layer's plan: recorded there when ``replay`` is
+            False, read from there (instead of being carried) when True. A
+            chunked pair list (``kernels.build_tile_fn``) computes them once
+            for all chunks.
+        replay: read ``covs`` instead of ``cov1`` / ``cov2``.
     """
 
     nngp: object
@@ -60,6 +66,8 @@ class KernelState:
     cols: np.ndarray | None
     full: bool
     nd: int
+    covs: dict | None = None
+    replay: bool = False
 
     @property
     def nbatch(self) -> int:
@@ -275,23 +283,24 @@ def _cov_side(v, nd: int, which: int):
     return v.reshape([*new, v.shape[-1]])
 
 
-def _diag_pairs(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Positions of the pairs (0, 0), (1, 1), ... in a symmetric pair list, in row order."""
-    pos = np.flatnonzero(rows == cols)
-    return pos[np.argsort(rows[pos], kind="stable")]
-
-
 def pointwise(layer, k: KernelState, plan: LayerPlan) -> KernelState:
     """``K' = T(K11, K12, K22)``, ``Theta' = Tdot(K11, K12, K22) * Theta``."""
-    v1 = spatial_diag(k.cov1, k.full, k.nd)
-    v2 = v1 if k.same else spatial_diag(k.cov2, k.full, k.nd)
+    if k.replay:
+        c1 = c2 = k.covs[id(plan)]
+    else:
+        c1, c2 = k.cov1, k.cov2
+        if k.covs is not None:
+            k.covs[id(plan)] = c1
+    v1 = spatial_diag(c1, k.full, k.nd)
+    v2 = v1 if k.same else spatial_diag(c2, k.full, k.nd)
     s11, s22 = _side(v1, k, 1), _side(v2, k, 2)
     s12 = k.nngp
     if k.same and k.rows is not None:
         # the pairs (i, i) of a symmetric list are the per-input covariance itself; take
         # them from cov1 bit for bit, so their correlation is exactly 1 where it should be
-        # (the closed forms turn a 1-ulp mismatch there into ~1e-8 through sqrt(1 - c^2))
-        s12 = s12.at[..., _diag_pairs(k.rows, k.cols)].set(k.cov1)
+        # (the closed forms turn a 1-ulp mismatch there into ~1e-8 through sqrt(1 - c^2));
+        # a select, not a scatter, so it fuses into the pair function's loop
+        s12 = jnp.where(k.rows == k.cols, c1[..., k.rows], s12)
     ntk = k.ntk
     if ntk is None or isinstance(ntk, float):
         nngp = layer.t_fn()(s11, s12, s22)
@@ -299,14 +308,14 @@ def pointwise(layer, k: KernelState, plan: LayerPlan) -> KernelState:
         nngp, tdot = layer.pair_fn()(s11, s12, s22)
         ntk = tdot * ntk
     cov1 = cov2 = None
-    if plan.cov_out:
+    if plan.cov_out and not k.replay:
         def cov_update(c, v):
             if not k.full:
                 return layer.diag_fn()(c)
             return layer.t_fn()(_cov_side(v, k.nd, 1), c, _cov_side(v, k.nd, 2))
 
-        cov1 = cov_update(k.cov1, v1)
-        cov2 = cov1 if k.same else cov_update(k.cov2, v2)
+        cov1 = cov_update(c1, v1)
+        cov2 = cov1 if k.same else cov_update(c2, v2)
     return replace(k, nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2)
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -192,8 +192,26 @@ def _final(a, k: KernelState):
     return kernel_rules.mean_positions(a, k.full, k.nd) if k.nd else a
 
 
-def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...]):
+#: entries per kernel array that one chunk of a pair list holds (see build_tile_fn)
+CHUNK_ENTRIES = 1 << 16
+
+
+def chunk_pairs(p: LayerPlan, m: int, entries: int | None = None) -> int:
+    """Pairs per chunk: a chunk's arrays hold about ``CHUNK_ENTRIES`` entries each."""
+    entries = CHUNK_ENTRIES if entries is None else entries
+    return max(1, min(m, entries // positions_factor(p)))
+
+
+def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
+                  chunk: int | None = None):
     """The jitted function of one tile.
+
+    Symmetric tiles (``n2 is None``) run the pair list in chunks of ``chunk``
+    pairs (``lax.map``; default :func:`chunk_pairs`), so that each layer's
+    intermediates (XLA stores several per pointwise map: the shared roots
+    and divides of T and Tdot) stay in cache instead of making passes over
+    main memory. The per-input covariances are computed once, before the
+    chunks (recorded at each pointwise layer, then replayed in every chunk).
 
     Arguments:
         p: the net's plan (for ``net.body``).
@@ -201,12 +219,14 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...]):
         n2: rows of the x2 tile; ``None``: the tile of x1 with itself
             (symmetric: pairs ``i <= j`` only, mirrored).
         gets: which kernels to return.
+        chunk: pairs per chunk (symmetric tiles); ``None``: :func:`chunk_pairs`.
 
     Returns:
         ``fn(x1)`` (symmetric) or ``fn(x1, x2)``, returning a tuple of
         ``(n1, n2)`` arrays in the order of ``gets``.
     """
     need_ntk = "ntk" in gets
+    need_cov = _needs_cov(p)
     rows = cols = mirror = None
     if n2 is None:
         rows, cols = (np.asarray(i, dtype=np.int32) for i in np.triu_indices(n1))
@@ -215,19 +235,45 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...]):
         mirror = np.zeros((n1, n1), dtype=np.int32)
         mirror[rows, cols] = np.arange(len(rows), dtype=np.int32)
         mirror[cols, rows] = mirror[rows, cols]
+        m = len(rows)
+        mc = chunk_pairs(p, m) if chunk is None else max(1, min(m, chunk))
+        nchunks = -(-m // mc)
 
-    def fn(x1, x2=None):
-        k = _input_state(x1, x2, p, rows, cols, need_ntk, _needs_cov(p))
-        k = kernel_rules.run(p, k)
+    def outputs(k: KernelState, n_out):
         outs = []
         for g in gets:
             a = _final(k.nngp if g == "nngp" else k.ntk, k)
             if isinstance(a, float):  # a net without any Dense/Conv: the NTK is zero
-                a = jnp.zeros((n1, n1 if n2 is None else n2), k.nngp.dtype)
-            elif rows is not None:
-                a = a[mirror]
+                a = jnp.zeros(n_out, k.nngp.dtype)
             outs.append(a)
         return tuple(outs)
+
+    def chunked(x1):
+        # per-input covariances at every pointwise layer, once (a one-pair list whose
+        # pair kernels are dead code)
+        covs: dict = {}
+        probe = np.zeros(1, np.int32)
+        k = replace(_input_state(x1, None, p, probe, probe, need_ntk, need_cov), covs=covs)
+        kernel_rules.run(p, k)
+        pad = nchunks * mc - m
+        r = np.concatenate([rows, np.zeros(pad, np.int32)]).reshape(nchunks, mc)
+        c = np.concatenate([cols, np.zeros(pad, np.int32)]).reshape(nchunks, mc)
+
+        def body(rc):
+            kc = replace(_input_state(x1, None, p, rc[0], rc[1], need_ntk, False),
+                         covs=covs, replay=True)
+            return outputs(kernel_rules.run(p, kc), (mc,))
+
+        res = jax.lax.map(body, (jnp.asarray(r), jnp.asarray(c)))
+        return tuple(a.reshape(-1)[:m][mirror] for a in res)
+
+    def fn(x1, x2=None):
+        if rows is not None and nchunks > 1:
+            return chunked(x1)
+        k = _input_state(x1, x2, p, rows, cols, need_ntk, need_cov)
+        k = kernel_rules.run(p, k)
+        outs = outputs(k, (n1, n1 if n2 is None else n2))
+        return tuple(a if rows is None or a.ndim == 2 else a[mirror] for a in outs)
 
     return jax.jit(fn)
 
