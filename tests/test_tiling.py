@@ -64,9 +64,10 @@ def test_default_batch_size_tiles_when_memory_is_short():
     m = ntkdsl.compile(NETS["gap"][0])
     p = kernels.get_plan(m, NETS["gap"][1])
     assert kernels.default_batch_size(p, 100, 100, True, 8, memory=1 << 40) is None
-    b = kernels.default_batch_size(p, 5000, 5000, True, 8, memory=1 << 30)
-    per_pair = kernels.positions_factor(p) * 8 * kernels.LIVE_ARRAYS
-    assert b is not None and 1 <= b < 5000 and b * b * per_pair <= (1 << 30) // 4
+    b = kernels.default_batch_size(p, 50000, 50000, True, 8, memory=1 << 30)
+    assert b is not None and 1 <= b < 50000
+    assert kernels.tile_bytes(p, b, b, False, 8) <= (1 << 30) // 4
+    assert kernels.tile_bytes(p, b + 1, b + 1, False, 8) > (1 << 30) // 4
 
 
 def test_progress_bar_on_many_tiles(capsys):
@@ -104,3 +105,24 @@ def test_chunked_pair_list_equals_one_chunk(name, gets):
             assert a.shape == b.shape == (9, 9)
             np.testing.assert_array_equal(a, a.T)
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-14 * max(np.abs(b).max(), 1e-300))
+
+
+@pytest.mark.parametrize("name", ["fc", "gap", "residual"])
+def test_chunked_grid_equals_one_chunk(name):
+    """A tile with x2 given, as a chunked list of all its pairs, equals one chunk."""
+    spec, shape = CHUNK_NETS[name]
+    m = ntkdsl.compile(spec)
+    x1, x2 = RNG.standard_normal((5, *shape)), RNG.standard_normal((4, *shape))
+    p = kernels.get_plan(m, shape)
+    if len(shape) == 1:
+        k0, v1, v2 = kernels.fc_inputs(x1, x2)
+        args = ((k0, v1), v2)
+    else:
+        args = (x1, x2)
+    gets = ("nngp", "ntk")
+    whole = kernels.build_tile_fn(p, 5, 4, gets, chunk=20)(*args)
+    got = kernels.build_tile_fn(p, 5, 4, gets, chunk=3)(*args)  # 20 = 6 * 3 + 2
+    for a, b in zip(got, whole):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape == (5, 4)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-14 * np.abs(b).max())

@@ -286,11 +286,11 @@ def _cov_side(v, nd: int, which: int):
 def pointwise(layer, k: KernelState, plan: LayerPlan) -> KernelState:
     """``K' = T(K11, K12, K22)``, ``Theta' = Tdot(K11, K12, K22) * Theta``."""
     if k.replay:
-        c1 = c2 = k.covs[id(plan)]
+        c1, c2 = k.covs[id(plan)]
     else:
         c1, c2 = k.cov1, k.cov2
         if k.covs is not None:
-            k.covs[id(plan)] = c1
+            k.covs[id(plan)] = (c1, c2)
     v1 = spatial_diag(c1, k.full, k.nd)
     v2 = v1 if k.same else spatial_diag(c2, k.full, k.nd)
     s11, s22 = _side(v1, k, 1), _side(v2, k, 2)

@@ -206,8 +206,9 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
                   chunk: int | None = None):
     """The jitted function of one tile.
 
-    Symmetric tiles (``n2 is None``) run the pair list in chunks of ``chunk``
-    pairs (``lax.map``; default :func:`chunk_pairs`), so that each layer's
+    The pairs of the tile (the upper triangle ``i <= j`` of a symmetric tile,
+    ``n2 is None``; else the whole grid, row-major) are run as a pair list in
+    chunks of ``chunk`` pairs (``lax.map``; default :func:`chunk_pairs`), so that each layer's
     intermediates (XLA stores several per pointwise map: the shared roots
     and divides of T and Tdot) stay in cache instead of making passes over
     main memory. The per-input covariances are computed once, before the
@@ -219,7 +220,7 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
         n2: rows of the x2 tile; ``None``: the tile of x1 with itself
             (symmetric: pairs ``i <= j`` only, mirrored).
         gets: which kernels to return.
-        chunk: pairs per chunk (symmetric tiles); ``None``: :func:`chunk_pairs`.
+        chunk: pairs per chunk; ``None``: :func:`chunk_pairs`.
 
     Returns:
         ``fn(x1)`` (symmetric) or ``fn(x1, x2)``, returning a tuple of
@@ -227,17 +228,23 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
     """
     need_ntk = "ntk" in gets
     need_cov = _needs_cov(p)
-    rows = cols = mirror = None
-    if n2 is None:
+    sym = n2 is None
+    if sym:
         rows, cols = (np.asarray(i, dtype=np.int32) for i in np.triu_indices(n1))
         # position of pair (min(i, j), max(i, j)) in the list: the matrix is one gather
         # (XLA's CPU scatter is serial, a gather is a vectorised loop)
         mirror = np.zeros((n1, n1), dtype=np.int32)
         mirror[rows, cols] = np.arange(len(rows), dtype=np.int32)
         mirror[cols, rows] = mirror[rows, cols]
-        m = len(rows)
-        mc = chunk_pairs(p, m) if chunk is None else max(1, min(m, chunk))
-        nchunks = -(-m // mc)
+    else:
+        # every pair of the grid, row-major, so the list reshapes to (n1, n2)
+        rows = np.repeat(np.arange(n1, dtype=np.int32), n2)
+        cols = np.tile(np.arange(n2, dtype=np.int32), n1)
+        mirror = None
+    m = len(rows)
+    mc = chunk_pairs(p, m) if chunk is None else max(1, min(m, chunk))
+    nchunks = -(-m // mc)
+    shape = (n1, n1 if sym else n2)
 
     def outputs(k: KernelState, n_out):
         outs = []
@@ -248,32 +255,35 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
             outs.append(a)
         return tuple(outs)
 
-    def chunked(x1):
+    def assemble(a):
+        a = a.reshape(-1)[:m]
+        return a[mirror] if sym else a.reshape(shape)
+
+    def chunked(x1, x2):
         # per-input covariances at every pointwise layer, once (a one-pair list whose
         # pair kernels are dead code)
         covs: dict = {}
         probe = np.zeros(1, np.int32)
-        k = replace(_input_state(x1, None, p, probe, probe, need_ntk, need_cov), covs=covs)
+        k = replace(_input_state(x1, x2, p, probe, probe, need_ntk, need_cov), covs=covs)
         kernel_rules.run(p, k)
         pad = nchunks * mc - m
         r = np.concatenate([rows, np.zeros(pad, np.int32)]).reshape(nchunks, mc)
         c = np.concatenate([cols, np.zeros(pad, np.int32)]).reshape(nchunks, mc)
 
         def body(rc):
-            kc = replace(_input_state(x1, None, p, rc[0], rc[1], need_ntk, False),
+            kc = replace(_input_state(x1, x2, p, rc[0], rc[1], need_ntk, False),
                          covs=covs, replay=True)
             return outputs(kernel_rules.run(p, kc), (mc,))
 
         res = jax.lax.map(body, (jnp.asarray(r), jnp.asarray(c)))
-        return tuple(a.reshape(-1)[:m][mirror] for a in res)
+        return tuple(assemble(a) for a in res)
 
     def fn(x1, x2=None):
-        if rows is not None and nchunks > 1:
-            return chunked(x1)
+        if nchunks > 1:
+            return chunked(x1, x2)
         k = _input_state(x1, x2, p, rows, cols, need_ntk, need_cov)
         k = kernel_rules.run(p, k)
-        outs = outputs(k, (n1, n1 if n2 is None else n2))
-        return tuple(a if rows is None or a.ndim == 2 else a[mirror] for a in outs)
+        return tuple(a if a.ndim == 2 else assemble(a) for a in outputs(k, shape))
 
     return jax.jit(fn)
 
@@ -306,9 +316,33 @@ def positions_factor(p: LayerPlan) -> int:
     return best
 
 
-#: arrays of one tile's size alive at once at the peak (nngp, ntk, a padded copy,
-#: an accumulator, T and Tdot); measured on the benchmark nets, see docs/kernels.md
-LIVE_ARRAYS = 6
+#: bytes per pair of inputs of a tile outside the chunks: the stacked chunk results,
+#: the assembled (n1, n2) kernels, the pair indices and the mirror gather (measured
+#: ~120 B per pair on a 1797-image Flatten CNN, nngp + ntk in float64; see docs/kernels.md)
+PAIR_BYTES = 160
+#: arrays of one chunk's size (CHUNK_ENTRIES entries) alive at once inside a chunk
+CHUNK_LIVE = 32
+
+
+def _count_pointwise(p: LayerPlan) -> int:
+    from .layers import Pointwise
+
+    own = 1 if isinstance(p.layer, Pointwise) else 0
+    return own + sum(_count_pointwise(c) for c in p.children if c is not None)
+
+
+def tile_bytes(p: LayerPlan, n1: int, n2: int, symmetric: bool, itemsize: int) -> int:
+    """The modelled peak memory of one tile of ``n1 x n2`` inputs (bytes).
+
+    Pairs are processed in cache-sized chunks, so the per-pair state never
+    exists for the whole tile; what grows with the tile is its output (per
+    pair) and the per-input covariances kept for every pointwise layer
+    (``positions_factor`` entries per input: ``P^2`` for pooled readouts).
+    """
+    pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
+    inputs = n1 if symmetric else n1 + n2
+    covs = 2 * _count_pointwise(p) * inputs * positions_factor(p) * itemsize
+    return pairs * PAIR_BYTES + covs + CHUNK_LIVE * CHUNK_ENTRIES * itemsize
 
 
 def available_memory() -> int:
@@ -325,18 +359,23 @@ def available_memory() -> int:
 
 def default_batch_size(p: LayerPlan, n1: int, n2: int, symmetric: bool, itemsize: int,
                        memory: int | None = None) -> int | None:
-    """A tile size that keeps a tile's peak within a quarter of the available memory.
+    """A tile size that keeps a tile's modelled peak within a quarter of the available memory.
 
     Returns:
-        ``None`` when the whole kernel fits (no tiling), else the tile size B.
+        ``None`` when the whole kernel fits (no tiling), else the tile size B
+        (the largest with :func:`tile_bytes` ``(B, B)`` within the budget).
     """
     budget = (available_memory() if memory is None else memory) // 4
-    per_pair = positions_factor(p) * itemsize * LIVE_ARRAYS
-    pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
-    if pairs * per_pair <= budget:
+    if tile_bytes(p, n1, n2, symmetric, itemsize) <= budget:
         return None
-    b = math.isqrt(max(budget // per_pair, 1))
-    return max(1, b)
+    lo, hi = 1, max(n1, n2)
+    while lo < hi:  # largest b with an off-diagonal b x b tile within the budget
+        mid = (lo + hi + 1) // 2
+        if tile_bytes(p, mid, mid, False, itemsize) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _blocks(n: int, b: int) -> list[tuple[int, int]]:
