@@ -9,6 +9,11 @@ Symmetric work once: with ``x2=None`` the rows of a tile are paired with
 themselves as a list of the pairs ``i <= j`` only (the upper triangle), and
 the matrix is mirrored at the end, so each pair is computed once.
 
+Chunks: a tile's pair list runs through the whole net in chunks of pairs
+sized to the cache (``lax.map``; ``CHUNK_ENTRIES`` entries per array), the
+per-input covariances computed once before the chunks; peak memory is then
+the output plus the covariances, not the per-pair state of the whole tile.
+
 Tiling (``batch_size=B``): x1 and x2 are cut into blocks of B rows (the last
 one ragged: padded by repeating its last row, and the extra rows dropped), and
 the kernel is assembled from tiles; with ``x2=None`` only the tiles on and
