@@ -197,13 +197,23 @@ def _final(a, k: KernelState):
     return kernel_rules.mean_positions(a, k.full, k.nd) if k.nd else a
 
 
-#: entries per kernel array that one chunk of a pair list holds (see build_tile_fn)
+#: entries per kernel array that one chunk of a pair list holds on CPU (see
+#: build_tile_fn): 512 KB in float64, so a chunk's intermediates stay in cache
+#: (measured best of 16k..256k on the benchmark nets, benchmarks/README.md)
 CHUNK_ENTRIES = 1 << 16
+#: the same on an accelerator, where a chunk must fill the device rather than a
+#: cache (not measured: no GPU was available to the session that chose it)
+ACCEL_CHUNK_ENTRIES = 1 << 24
+
+
+def chunk_entries() -> int:
+    """Entries per array of one chunk on the default backend."""
+    return CHUNK_ENTRIES if jax.default_backend() == "cpu" else ACCEL_CHUNK_ENTRIES
 
 
 def chunk_pairs(p: LayerPlan, m: int, entries: int | None = None) -> int:
-    """Pairs per chunk: a chunk's arrays hold about ``CHUNK_ENTRIES`` entries each."""
-    entries = CHUNK_ENTRIES if entries is None else entries
+    """Pairs per chunk: a chunk's arrays hold about :func:`chunk_entries` entries each."""
+    entries = chunk_entries() if entries is None else entries
     return max(1, min(m, entries // positions_factor(p)))
 
 
@@ -347,7 +357,7 @@ def tile_bytes(p: LayerPlan, n1: int, n2: int, symmetric: bool, itemsize: int) -
     pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     inputs = n1 if symmetric else n1 + n2
     covs = 2 * _count_pointwise(p) * inputs * positions_factor(p) * itemsize
-    return pairs * PAIR_BYTES + covs + CHUNK_LIVE * CHUNK_ENTRIES * itemsize
+    return pairs * PAIR_BYTES + covs + CHUNK_LIVE * chunk_entries() * itemsize
 
 
 def available_memory() -> int:
