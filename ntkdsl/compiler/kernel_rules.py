@@ -143,13 +143,17 @@ def conv_cov(a, full: bool, nd: int, kernel: tuple[int, ...], strides: tuple[int
     written and read back): see benchmarks/README.md.
     """
     circular = padding == "CIRCULAR"
-    lows, outs = [], []
+    outs = []
+    widths = [(0, 0)] * a.ndim
     for i, (k, s) in enumerate(zip(kernel, strides)):
         axes = (2 * i, 2 * i + 1) if full else (i,)
         lo, hi, out = _pad_amounts(a.shape[axes[0]], k, s, padding)
-        a = _pad(a, axes, lo, hi, circular)
-        lows.append(lo)
+        for ax in axes:
+            widths[ax] = (lo, hi)
         outs.append(out)
+    if any(w != (0, 0) for w in widths):
+        # one padded copy for all axes (padding axis by axis wrote one copy per axis)
+        a = jnp.pad(a, widths, mode="wrap" if circular else "constant")
     acc = None
     for offs in itertools.product(*(range(k) for k in kernel)):
         idx = [slice(None)] * a.ndim
