@@ -64,10 +64,10 @@ def test_default_batch_size_tiles_when_memory_is_short():
     m = ntkdsl.compile(NETS["gap"][0])
     p = kernels.get_plan(m, NETS["gap"][1])
     assert kernels.default_batch_size(p, 100, 100, True, 8, memory=1 << 40) is None
-    b = kernels.default_batch_size(p, 50000, 50000, True, 8, memory=1 << 30)
+    b = kernels.default_batch_size(p, 50000, 50000, True, 8, memory=1 << 32)
     assert b is not None and 1 <= b < 50000
-    assert kernels.tile_bytes(p, b, b, False, 8) <= (1 << 30) // 4
-    assert kernels.tile_bytes(p, b + 1, b + 1, False, 8) > (1 << 30) // 4
+    assert kernels.tile_bytes(p, b, b, False, 8) <= (1 << 32) // 4
+    assert kernels.tile_bytes(p, b + 1, b + 1, False, 8) > (1 << 32) // 4
 
 
 def test_progress_bar_on_many_tiles(capsys):

@@ -337,6 +337,9 @@ def positions_factor(p: LayerPlan) -> int:
 PAIR_BYTES = 160
 #: arrays of one chunk's size (CHUNK_ENTRIES entries) alive at once inside a chunk
 CHUNK_LIVE = 32
+#: what a tile costs whatever its size (XLA's compilation of the chunk loop, buffers):
+#: measured ~250 MB above the interpreter's baseline for a 200-image GAP tile
+OVERHEAD_BYTES = 256 << 20
 
 
 def _count_pointwise(p: LayerPlan) -> int:
@@ -357,7 +360,8 @@ def tile_bytes(p: LayerPlan, n1: int, n2: int, symmetric: bool, itemsize: int) -
     pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     inputs = n1 if symmetric else n1 + n2
     covs = 2 * _count_pointwise(p) * inputs * positions_factor(p) * itemsize
-    return pairs * PAIR_BYTES + covs + CHUNK_LIVE * chunk_entries() * itemsize
+    return (pairs * PAIR_BYTES + covs + CHUNK_LIVE * chunk_entries() * itemsize
+            + OVERHEAD_BYTES)
 
 
 def available_memory() -> int:
