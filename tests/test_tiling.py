@@ -126,3 +126,15 @@ def test_chunked_grid_equals_one_chunk(name):
         a, b = np.asarray(a), np.asarray(b)
         assert a.shape == b.shape == (5, 4)
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-14 * np.abs(b).max())
+
+
+def test_tile_fn_takes_raw_fc_inputs():
+    """build_tile_fn of a fully connected net also takes raw (n, features) arrays."""
+    spec, shape = NETS["fc"]
+    m = ntkdsl.compile(spec)
+    x1, x2 = RNG.standard_normal((6, *shape)), RNG.standard_normal((3, *shape))
+    p = kernels.get_plan(m, shape)
+    for a, b in ((kernels.build_tile_fn(p, 6, 3, ("nngp", "ntk"))(x1, x2), m.kernel_fn(x1, x2)),
+                 (kernels.build_tile_fn(p, 6, None, ("nngp", "ntk"))(x1), m.kernel_fn(x1))):
+        np.testing.assert_allclose(a[0], b.nngp, rtol=1e-13)
+        np.testing.assert_allclose(a[1], b.ntk, rtol=1e-13)

@@ -239,7 +239,9 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
 
     Returns:
         ``fn(x1)`` (symmetric) or ``fn(x1, x2)``, returning a tuple of
-        ``(n1, n2)`` arrays in the order of ``gets``.
+        ``(n1, n2)`` arrays in the order of ``gets``. For a fully connected
+        net the inputs are ``fc_inputs``' ``(k0, v1)`` and ``v2``, or raw
+        ``(n, features)`` arrays.
     """
     need_ntk = "ntk" in gets
     need_cov = _needs_cov(p)
@@ -294,6 +296,11 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
         return tuple(assemble(a) for a in res)
 
     def fn(x1, x2=None):
+        if len(p.in_shape) == 1 and not isinstance(x1, tuple):
+            # a fully connected net called on raw (n, features) arrays (as predict does):
+            # its Gram matrix here (evaluate_kernel passes fc_inputs, computed once)
+            k0, v1, v2 = _fc_gram(x1, x1 if x2 is None else x2)
+            x1, x2 = (k0, v1), (None if x2 is None else v2)
         if nchunks > 1:
             return chunked(x1, x2)
         k = _input_state(x1, x2, p, rows, cols, need_ntk, need_cov)
