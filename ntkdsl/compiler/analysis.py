@@ -25,6 +25,7 @@ The result is a :class:`LayerPlan` tree mirroring the layer graph
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,36 +73,44 @@ class LayerPlan:
     children: tuple[LayerPlan | None, ...] = ()
 
 
-def _needs_full_in(layer: Layer, need_out: bool) -> bool:
-    """Whether ``layer``'s input must hold every pair of positions."""
-    if isinstance(layer, AvgPool | GlobalAvgPool):
-        return True
-    if isinstance(layer, Flatten):
-        return False
+def _backward(layer: Layer, need_out: bool, leaf: Callable[[Layer, bool], bool]) -> bool:
+    """What ``layer`` needs at its input, given what is needed at its output.
+
+    One backward pass serves every requirement: Serial runs its children in
+    reverse, Residual needs at its input what either path needs, and ``leaf``
+    answers for every other layer.
+    """
     if isinstance(layer, Serial):
         need = need_out
         for child in reversed(layer.layers):
-            need = _needs_full_in(child, need)
+            need = _backward(child, need, leaf)
         return need
     if isinstance(layer, Residual):
-        short = need_out if layer.shortcut is None else _needs_full_in(layer.shortcut, need_out)
-        return _needs_full_in(layer.branch, need_out) or short
+        short = need_out if layer.shortcut is None else _backward(layer.shortcut, need_out, leaf)
+        return _backward(layer.branch, need_out, leaf) or short
+    return leaf(layer, need_out)
+
+
+def _full_leaf(layer: Layer, need_out: bool) -> bool:
+    if isinstance(layer, AvgPool | GlobalAvgPool):
+        return True  # pooling averages over pairs of positions
+    if isinstance(layer, Flatten):
+        return False  # reads the per-position diagonal only
     return need_out  # Dense, Conv, pointwise: diagonal in, diagonal out
+
+
+def _cov_leaf(layer: Layer, cov_out: bool) -> bool:
+    return True if isinstance(layer, Pointwise) else cov_out
+
+
+def _needs_full_in(layer: Layer, need_out: bool) -> bool:
+    """Whether ``layer``'s input must hold every pair of positions."""
+    return _backward(layer, need_out, _full_leaf)
 
 
 def _needs_cov_in(layer: Layer, cov_out: bool) -> bool:
     """Whether per-input variances must be known at ``layer``'s input."""
-    if isinstance(layer, Pointwise):
-        return True
-    if isinstance(layer, Serial):
-        need = cov_out
-        for child in reversed(layer.layers):
-            need = _needs_cov_in(child, need)
-        return need
-    if isinstance(layer, Residual):
-        short = cov_out if layer.shortcut is None else _needs_cov_in(layer.shortcut, cov_out)
-        return _needs_cov_in(layer.branch, cov_out) or short
-    return cov_out
+    return _backward(layer, cov_out, _cov_leaf)
 
 
 def _build(layer: Layer, shape: Shape, full_in: bool, need_out: bool, cov_out: bool,
