@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Layer, LayerArgError, Shape, ShapeError, per_axis, spatial_out
+from .base import Layer, LayerArgError, Shape, windowed_spatial
 
 PADDINGS = ("SAME", "VALID", "CIRCULAR")
 PARAMETERIZATIONS = ("ntk", "standard")
@@ -92,17 +92,7 @@ class Conv(Layer):
             )
 
     def out_shape(self, shape: Shape) -> Shape:
-        nd = len(shape) - 1
-        if nd < 1:
-            raise ShapeError(
-                f"Conv needs spatial axes, but its input has shape {shape} (no spatial axes)"
-            )
-        ks = per_axis(self.kernel, nd, "kernel")
-        ss = per_axis(self.strides, nd, "strides")
-        sp = tuple(
-            spatial_out(n, k, s, self.padding, "kernel")
-            for n, k, s in zip(shape[:-1], ks, ss)
-        )
+        sp = windowed_spatial("Conv", shape, self.kernel, self.strides, self.padding, "kernel")
         return (*sp, self.out)
 
     # -- infinite width (compiler/kernel_rules.py) --

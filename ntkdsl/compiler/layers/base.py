@@ -88,3 +88,20 @@ def spatial_out(
             raise ShapeError(f"{what} of size {k} is larger than the VALID input of size {n}")
         return (n - k) // s + 1
     return -(-n // s)  # SAME and CIRCULAR: ceil(n / s)
+
+
+def windowed_spatial(
+    layer: str, shape: Shape, window, strides, padding: str, what: str
+) -> tuple[int, ...]:
+    """Output spatial sizes of a sliding window (Conv's filter, AvgPool's window).
+
+    ``what`` names the window argument in messages (``"kernel"``, ``"window"``).
+    """
+    nd = len(shape) - 1
+    if nd < 1:
+        raise ShapeError(
+            f"{layer} needs spatial axes, but its input has shape {shape} (no spatial axes)"
+        )
+    ws = per_axis(window, nd, what)
+    ss = per_axis(strides, nd, "strides")
+    return tuple(spatial_out(n, w, s, padding, what) for n, w, s in zip(shape[:-1], ws, ss))

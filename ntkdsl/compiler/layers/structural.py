@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from .affine import PADDINGS, _check_window
-from .base import Layer, LayerArgError, Shape, ShapeError, per_axis, spatial_out
+from .base import Layer, LayerArgError, Shape, ShapeError, windowed_spatial
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,16 +35,8 @@ class AvgPool(Layer):
         return self.window if self.strides is None else self.strides
 
     def out_shape(self, shape: Shape) -> Shape:
-        nd = len(shape) - 1
-        if nd < 1:
-            raise ShapeError(
-                f"AvgPool needs spatial axes, but its input has shape {shape} (no spatial axes)"
-            )
-        ws = per_axis(self.window, nd, "window")
-        ss = per_axis(self.effective_strides, nd, "strides")
-        sp = tuple(
-            spatial_out(n, w, s, self.padding, "window") for n, w, s in zip(shape[:-1], ws, ss)
-        )
+        sp = windowed_spatial("AvgPool", shape, self.window, self.effective_strides,
+                              self.padding, "window")
         return (*sp, shape[-1])
 
     # -- infinite width (compiler/kernel_rules.py) --
