@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .compiler.diagnostics import InputError, SpecError
+from .diagnostics import InputError, SpecError
 
 __version__ = "0.1.0"
 

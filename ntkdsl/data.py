@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .compiler.diagnostics import InputError
+from .diagnostics import InputError
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler.diagnostics import InputError
+from .diagnostics import InputError
 
 #: the example specs used by default, relative to the repository's examples/specs
 DEFAULT_KERNEL_SPECS = (("fc_relu.ntk", "fc3", True), ("digits_cnn.ntk", "cnn_flatten", False))

@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .compiler.diagnostics import InputError
 from .compiler.graph import Net
+from .diagnostics import InputError
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
-from .compiler.diagnostics import InputError
+from .diagnostics import InputError
 
 jax.config.update("jax_enable_x64", True)
 

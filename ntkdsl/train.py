@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .compiler.diagnostics import InputError
+from .diagnostics import InputError
 
 jax.config.update("jax_enable_x64", True)
 

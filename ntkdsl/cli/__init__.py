@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from ..compiler.diagnostics import InputError, SpecError
+from ..diagnostics import InputError, SpecError
 
 COMMANDS = ("check", "explain", "kernel", "predict", "demo")
 

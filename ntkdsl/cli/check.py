@@ -14,12 +14,12 @@ import glob
 import os
 import sys
 
-from ..compiler.diagnostics import InputError
 from ..compiler.evaluate import format_value
 from ..compiler.expand import is_required
 from ..compiler.frontend import check_file, infer_shapes
 from ..compiler.graph import Net
 from ..compiler.layers import Layer, Residual, Serial
+from ..diagnostics import InputError
 from .common import add_spec_arguments, parse_set_options
 
 

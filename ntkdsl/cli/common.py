@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import re
 
-from ..compiler.diagnostics import InputError
 from ..compiler.frontend import Expression, load
 from ..compiler.graph import Net
+from ..diagnostics import InputError
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..compiler.diagnostics import InputError
+from ..diagnostics import InputError
 from .common import add_spec_arguments, load_net
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compiler.diagnostics import InputError
+from ..diagnostics import InputError
 from .common import add_spec_arguments, load_net
 
 

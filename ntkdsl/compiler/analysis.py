@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .diagnostics import InputError
+from ..diagnostics import InputError
 from .graph import Net
 from .layers import (
     AvgPool,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .diagnostics import SpecError
+from ..diagnostics import SpecError
 from .graph import Net
 from .layers import (
     AvgPool,
@@ -221,7 +221,7 @@ def infer_shapes(net: Net, input_shape: Shape) -> list[tuple[Layer, Shape]]:
         InputError: ``input_shape`` is not a tuple of positive integers.
         SpecError: a layer does not fit its input, located at the layer.
     """
-    from .diagnostics import InputError
+    from ..diagnostics import InputError
 
     shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else None
     if (

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..diagnostics import Span, SpecError, did_you_mean
 from ..grammar import ast
-from .diagnostics import Span, SpecError, did_you_mean
 
 #: integers beyond this magnitude are rejected
 MAX_INT = 2**63 - 1

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..diagnostics import Span, SpecError, did_you_mean
 from ..grammar import ast
 from ..grammar.parser import MAX_SOURCE_CHARS, parse_expression, parse_module
-from .diagnostics import Span, SpecError, did_you_mean
 from .evaluate import ArgValue, Evaluator, LayerRef, format_value, type_name
 from .graph import Net
 from .layers import BUILTINS, Layer, LayerArgError, Residual, Serial

@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..diagnostics import SpecError, did_you_mean
 from .checks import check_net, infer_shapes
-from .diagnostics import SpecError, did_you_mean
 from .expand import Expression, FileScope, Loader, decode_source, expand_net
 from .graph import Net
 

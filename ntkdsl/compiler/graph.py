@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .diagnostics import Span
+from ..diagnostics import Span
 from .layers import Layer, Serial
 
 Value = int | float | str | tuple

@@ -45,9 +45,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..diagnostics import InputError
 from . import kernel_rules
 from .analysis import LayerPlan, check_inputs, plan
-from .diagnostics import InputError
 from .kernel_rules import KernelState
 
 jax.config.update("jax_enable_x64", True)

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .diagnostics import InputError
+from ..diagnostics import InputError
 from .graph import Net
 from .layers.base import Shape, ShapeError, per_axis
 

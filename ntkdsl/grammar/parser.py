@@ -14,7 +14,7 @@ from importlib import resources
 import lark
 from lark.visitors import Transformer_NonRecursive, v_args
 
-from ..compiler.diagnostics import Span, SpecError
+from ..diagnostics import Span, SpecError
 from . import ast
 
 #: the deepest bracket nesting a spec may use; deeper text is rejected before parsing

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..diagnostics import Span
+from ...diagnostics import Span
 
 Shape = tuple[int, ...]
 
