@@ -32,7 +32,7 @@ _EXPORTS: dict[str, str] = {
     "compile": "ntkdsl.model",
     "compile_file": "ntkdsl.model",
     "Model": "ntkdsl.model",
-    "Kernel": "ntkdsl.compiler.kernels",
+    "Kernel": "ntkdsl.result",
     # finite width
     "empirical_ntk": "ntkdsl.empirical",
     "empirical_nngp": "ntkdsl.empirical",

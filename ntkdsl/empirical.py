@@ -300,7 +300,7 @@ def empirical_nngp(fn, params, x1, x2=None, *, mode: str | None = None,
 def _result(get, values: dict):
     if isinstance(get, str):
         return values[get]
-    from .compiler.kernels import Kernel
+    from .result import Kernel
 
     return Kernel(**{k: values.get(k) for k in ("nngp", "ntk")})
 

@@ -72,7 +72,7 @@ class Model:
     # -- dynamics and predictions (predict.py) ---------------------------------
     def predict_fn(self, x_train, y_train, **kwargs):
         """A jitted function ``(x_test, t) -> (mean, cov)`` of the NTK-GP / NNGP (eq. 13-16)."""
-        from .predict import model_predict_fn
+        from .model_predict import model_predict_fn
 
         return model_predict_fn(self, x_train, y_train, **kwargs)
 

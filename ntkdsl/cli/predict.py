@@ -97,7 +97,8 @@ def save_npz_atomic(path: str | Path, **arrays) -> None:
 def run(args: argparse.Namespace) -> int:
     """Compute and save the predictive mean and covariance; returns the exit status."""
     from ..model import Model
-    from ..predict import IllConditionedWarning, model_predict_fn
+    from ..model_predict import model_predict_fn
+    from ..predict import IllConditionedWarning
 
     times = parse_times(args.time)
     if not (args.learning_rate > 0 and math.isfinite(args.learning_rate)):

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import jax
@@ -46,8 +46,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..diagnostics import InputError
+from ..result import Kernel
 from . import kernel_rules
-from .analysis import LayerPlan, check_inputs, plan
+from .analysis import LayerPlan, plan
+from .inputs import check_inputs
 from .kernel_rules import KernelState
 
 jax.config.update("jax_enable_x64", True)
@@ -56,19 +58,6 @@ GETS = ("nngp", "ntk")
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 #: tiles at least this many show a progress bar by default
 PROGRESS_MIN_TILES = 8
-
-
-@dataclass(frozen=True)
-class Kernel:
-    """The kernels between two batches of inputs, each ``(n1, n2)``.
-
-    Attributes:
-        nngp: the NNGP kernel (``None`` if not asked for).
-        ntk: the neural tangent kernel (``None`` if not asked for).
-    """
-
-    nngp: Any = None
-    ntk: Any = None
 
 
 # ---------------------------------------------------------------------------------------------

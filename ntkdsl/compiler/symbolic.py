@@ -16,14 +16,9 @@ from dataclasses import dataclass, field
 import mpmath
 import sympy
 
-s11 = sympy.Symbol("s11", positive=True)
-s22 = sympy.Symbol("s22", positive=True)
-s12 = sympy.Symbol("s12", real=True)
-s = sympy.Symbol("s", positive=True)
-x = sympy.Symbol("x", real=True)
+from .symbols import PAIR_ARGS, s, s11, s12, s22, x
 
-#: the arguments of every pair function, in order
-PAIR_ARGS = (s11, s12, s22)
+__all__ = ["PAIR_ARGS", "s", "s11", "s12", "s22", "x"]
 
 # ---------------------------------------------------------------------------------------
 # The symbolic checks (issue 3): every pointwise layer's closed forms are proved here.
