@@ -87,6 +87,9 @@ def _is_traced(x) -> bool:
 def _as_array(x, name: str, dtype) -> jax.Array:
     if x is None:
         raise InputError(f"{name}: expected an array, got None")
+    if not _is_traced(x) and np.iscomplexobj(x):  # the cast would drop the imaginary part
+        raise InputError(f"{name}: expected real numbers, got a complex array "
+                         f"(dtype {np.asarray(x).dtype})")
     try:
         a = jnp.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as e:
@@ -131,6 +134,75 @@ def _dtype(dtype):
     return jnp.float64 if dtype is None else jnp.dtype(dtype)
 
 
+def symmetry_tolerance(*dtypes) -> float:
+    """Relative asymmetry ``max |K - K^T| / max |K|`` accepted as rounding: ``sqrt(eps)``
+    of the least precise of ``dtypes`` (1.5e-8 in float64, 3.5e-4 in float32)."""
+    eps = max((float(np.finfo(d).eps) for d in dtypes
+               if d is not None and np.dtype(d).kind == "f"), default=float(np.finfo(float).eps))
+    return math.sqrt(eps)
+
+
+def check_symmetric(k, name: str, source_dtype=None) -> None:
+    """Refuse a kernel that is not symmetric up to rounding (it would be silently averaged).
+
+    Arguments:
+        k: a square ``(n, n)`` array (not traced).
+        name: how the message names it.
+        source_dtype: the dtype the kernel had before any cast (its rounding counts).
+
+    Raises:
+        InputError: naming the worst pair of entries, the scale and the tolerance.
+    """
+    if _is_traced(k):
+        return
+    a = np.asarray(k)
+    scale = float(np.max(np.abs(a))) if a.size else 0.0
+    if scale == 0:
+        return
+    diff = np.abs(a - a.T)
+    worst = float(np.max(diff))
+    tol = symmetry_tolerance(source_dtype, a.dtype)
+    if worst > tol * scale:
+        i, j = (int(v) for v in np.unravel_index(int(np.argmax(diff)), diff.shape))
+        count = int(np.count_nonzero(np.triu(diff > tol * scale)))
+        raise InputError(
+            f"{name}: expected a symmetric kernel, but {name}[{i}, {j}] = {a[i, j]:.6g} and "
+            f"{name}[{j}, {i}] = {a[j, i]:.6g} ({count} pair{'s' if count != 1 else ''} differ "
+            f"by more than {tol:.2g} x the largest entry {scale:.3g}); pass (K + K.T) / 2 "
+            f"if the difference is intended")
+
+
+def diag_reg_advice(evals, mean_diag: float, condition_limit: float,
+                    margin: float = 4.0) -> float | None:
+    """The smallest relative ``diag_reg`` that brings the condition number under a limit.
+
+    With the convention of :func:`spectrum` (``diag_reg * trace(K) / n`` added to the
+    diagonal, shifting every eigenvalue by ``r * mean_diag``), the condition number
+    ``(l_max + r m) / (l_min + r m)`` is at most ``C = condition_limit / margin`` when
+    ``r >= (l_max - C l_min) / (m (C - 1))``; the margin absorbs the rounding of the
+    eigenvalues the warning was computed from. Rounded up to two significant digits.
+
+    Arguments:
+        evals: eigenvalues of the unregularised (symmetrised) kernel, ascending.
+        mean_diag: ``trace(K) / n`` of that kernel.
+        condition_limit: the condition number the warning fires above.
+        margin: how far under the limit to aim.
+
+    Returns:
+        The advice, or ``None`` when ``mean_diag <= 0`` (no relative regulariser helps).
+    """
+    lam = np.asarray(evals, np.float64)
+    big, small = float(lam[-1]), float(lam[0])
+    target = condition_limit / margin
+    if mean_diag <= 0 or target <= 1:
+        return None
+    r = max((big - target * small) / (mean_diag * (target - 1)), 0.0)
+    if r == 0:
+        return 0.0
+    digits = 10 ** (math.floor(math.log10(r)) - 1)
+    return math.ceil(r / digits) * digits
+
+
 def effective_learning_rate(learning_rate: float, y_size: int, loss: str = "total") -> float:
     """The rate of the total-loss dynamics that the chosen ``loss`` convention amounts to.
 
@@ -154,7 +226,7 @@ def effective_learning_rate(learning_rate: float, y_size: int, loss: str = "tota
 def _regularize(k: jax.Array, diag_reg: float) -> jax.Array:
     if diag_reg < 0:
         raise InputError(f"diag_reg: expected a number >= 0, got {diag_reg}")
-    k = (k + k.T) / 2  # kernels are symmetric; remove rounding asymmetry before eigh
+    k = (k + k.T) / 2  # checked symmetric up to rounding; remove that rounding before eigh
     if diag_reg:
         n = k.shape[0]
         k = k + diag_reg * jnp.trace(k) / n * jnp.eye(n, dtype=k.dtype)
@@ -200,7 +272,7 @@ class Spectrum:
 
 
 def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k_train_train",
-             warn: bool = True) -> Spectrum:
+             warn: bool = True, source_dtype=None) -> Spectrum:
     """Regularise, eigendecompose and Cholesky-factor a train kernel, warning if ill-conditioned.
 
     Arguments:
@@ -208,14 +280,25 @@ def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k
         diag_reg: relative diagonal regulariser (times ``trace / n``).
         dtype: computation dtype (default float64).
         name: how errors and warnings name the kernel.
+        source_dtype: the dtype the kernel was computed in, when ``k_train_train`` is
+            already a cast of it (its rounding sets the symmetry tolerance).
         warn: emit :class:`IllConditionedWarning` when the condition number exceeds
-            ``1e-3 / eps`` (about 4.5e12 in float64: solves may lose all but 3 digits).
+            ``1e-3 / eps`` (about 4.5e12 in float64, 8.4e3 in float32: solves may lose
+            all but 3 digits); the warning names the ``diag_reg`` that silences it
+            (:func:`diag_reg_advice`).
 
     Returns:
         A :class:`Spectrum`.
+
+    Raises:
+        InputError: a kernel that is not square, not finite, not symmetric up to
+            rounding (:func:`check_symmetric`), or without a positive eigenvalue.
     """
     dtype = _dtype(dtype)
-    k = _regularize(_square(k_train_train, name, dtype), float(diag_reg))
+    k = _square(k_train_train, name, dtype)
+    check_symmetric(k, name, source_dtype or getattr(k_train_train, "dtype", None))
+    diag_reg = float(diag_reg)
+    k = _regularize(k, diag_reg)
     evals, evecs = jnp.linalg.eigh(k)
     if not _is_traced(evals) and not bool(jnp.all(jnp.isfinite(evals))):
         raise InputError(f"{name}: eigendecomposition failed (non-finite eigenvalues)")
@@ -228,14 +311,22 @@ def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k
         chol = jnp.linalg.cholesky(k)
         if not _is_traced(chol) and not bool(jnp.all(jnp.isfinite(chol))):
             chol = None
-    if warn and (condition > 1e-3 / eps or chol is None) and lam_max > 0:
+    limit = 1e-3 / eps
+    if warn and (condition > limit or chol is None) and lam_max > 0:
         how = ("is not numerically positive definite" if chol is None
                else "is ill-conditioned")
+        # the advice is for the unregularised kernel: undo the shift diag_reg made
+        mean_diag = float(jnp.trace(k)) / k.shape[0] / (1 + diag_reg)
+        shift = diag_reg * mean_diag
+        advice = diag_reg_advice(np.asarray(evals) - shift, mean_diag, limit)
+        fix = ("" if advice is None else
+               f"; pass diag_reg={advice:.2g} (the smallest that brings the condition number "
+               f"under {limit:.3g}) to regularise")
         warnings.warn(
             f"{name} {how} (condition number {condition:.3g}, smallest eigenvalue "
             f"{lam_min:.3g}, largest {lam_max:.3g}, {jnp.dtype(dtype).name}); t = inf solves and "
-            f"posteriors lose accuracy{' (using a pseudo-inverse)' if chol is None else ''}; "
-            f"pass diag_reg (e.g. 1e-6) to regularise",
+            f"posteriors lose accuracy{' (using a pseudo-inverse)' if chol is None else ''}"
+            f"{fix}",
             IllConditionedWarning, stacklevel=3)
     if lam_max <= 0 and not _is_traced(evals):
         raise InputError(f"{name}: expected a positive semi-definite kernel with a positive "
@@ -268,6 +359,7 @@ def eta_critical(k_train_train, *, loss: str = "total", n_outputs: int = 1,
         n_outputs = 1
         k = k.reshape(k.shape[0] * k.shape[1], -1)
     k = _square(k, "k_train_train", jnp.float64)
+    check_symmetric(k, "k_train_train", getattr(k_train_train, "dtype", None))
     lam = jnp.linalg.eigvalsh((k + k.T) / 2)
     lam_min, lam_max = max(float(lam[0]), 0.0), float(lam[-1])
     if lam_max <= 0:
@@ -572,7 +664,8 @@ def gradient_descent_mse(k_train_train, y_train, *, learning_rate: float = 1.0,
         y = _targets(y_train, k.shape[0], dtype)
         kout = y.shape[1]
     eta = effective_learning_rate(learning_rate, y.size, loss)
-    spec = spectrum(k, diag_reg=diag_reg, dtype=dtype)
+    spec = spectrum(k, diag_reg=diag_reg, dtype=dtype,
+                    source_dtype=getattr(k_train_train, "dtype", None))
     if optimizer != "flow":
         _warn_learning_rate(spec, eta, beta, learning_rate, loss)
     return MSEDynamics(spec, y, eta, optimizer, beta, kout, full)
@@ -828,6 +921,7 @@ def gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_train=None,
         raise InputError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     dtype = _dtype(dtype)
     kk = _square(nngp_train_train, "nngp_train_train", dtype)
+    check_symmetric(kk, "nngp_train_train", getattr(nngp_train_train, "dtype", None))
     y = _targets(y_train, kk.shape[0], dtype)
     eta = effective_learning_rate(learning_rate, y.size, loss)
     if kind == "ntk":
@@ -838,7 +932,9 @@ def gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_train=None,
         if th.shape != kk.shape:
             raise InputError(f"ntk_train_train: expected shape {kk.shape} like "
                              f"nngp_train_train, got {th.shape}")
-        spec = spectrum(th, diag_reg=diag_reg, dtype=dtype, name="ntk_train_train")
+        spec = spectrum(th, diag_reg=diag_reg, dtype=dtype, name="ntk_train_train",
+                        source_dtype=getattr(ntk_train_train, "dtype", None))
     else:
-        spec = spectrum(kk, diag_reg=diag_reg, dtype=dtype, name="nngp_train_train")
+        spec = spectrum(kk, diag_reg=diag_reg, dtype=dtype, name="nngp_train_train",
+                        source_dtype=getattr(nngp_train_train, "dtype", None))
     return GPDynamics(kind, spec, (kk + kk.T) / 2, y, eta)

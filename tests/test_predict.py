@@ -298,3 +298,79 @@ def test_bad_inputs_raise_one_line_input_errors(rng, call, match):
     with pytest.raises(InputError, match=match) as e:
         call(k, y)
     assert "\n" not in str(e.value)
+
+
+# -- input validation -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry", ["gp_inference", "gradient_descent_mse", "gp_dynamics",
+                                   "eta_critical"])
+def test_grossly_asymmetric_kernel_is_refused_not_averaged(rng, entry):
+    k, k_tx, _ = _joint_kernel(rng, 6, 3)
+    y = rng.normal(size=(6, 2))
+    bad = k.copy()
+    bad[0, 4] += 0.5
+    calls = {
+        "gp_inference": lambda kk: P.gp_inference(kk, y, k_tx),
+        "gradient_descent_mse": lambda kk: P.gradient_descent_mse(kk, y),
+        "gp_dynamics": lambda kk: P.gradient_descent_mse_gp(kk, y, ntk_train_train=k),
+        "eta_critical": lambda kk: P.eta_critical(kk),
+    }
+    with pytest.raises(InputError, match=r"expected a symmetric kernel, but \w+\[(0, 4|4, 0)\]"):
+        calls[entry](bad)
+    noisy = k + 1e-13 * rng.normal(size=k.shape)  # rounding-sized asymmetry is fine
+    calls[entry](noisy)
+
+
+def test_float32_kernel_rounding_is_accepted_in_float64(rng):
+    k, k_tx, _ = _joint_kernel(rng, 6, 3)
+    k32 = (k + 2e-7 * rng.normal(size=k.shape)).astype(np.float32)  # float32-sized asymmetry
+    assert np.max(np.abs(k32 - k32.T)) > 1e-8 * np.max(np.abs(k32))
+    P.gp_inference(k32, np.ones((6, 1)), k_tx)
+
+
+def test_complex_targets_are_refused(rng):
+    k, k_tx, _ = _joint_kernel(rng, 5, 2)
+    y = rng.normal(size=(5, 1)) + 1j
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy ComplexWarning on the way
+        with pytest.raises(InputError, match="y_train: expected real numbers, got a complex"):
+            P.gp_inference(k, y, k_tx)
+        with pytest.raises(InputError, match="y_train: expected real numbers"):
+            P.gradient_descent_mse_gp(k, y, ntk_train_train=k)
+
+
+def _advice(w) -> float:
+    import re
+
+    m = re.search(r"pass diag_reg=([0-9.e+-]+)", str(w.message))
+    assert m, str(w.message)
+    return float(m.group(1))
+
+
+@pytest.mark.parametrize("dtype, base_reg", [("float32", 0.0), ("float32", 1e-6),
+                                             ("float64", 0.0)])
+def test_ill_conditioning_advice_is_computed_and_silences_the_warning(rng, dtype, base_reg):
+    a = rng.normal(size=(40, 6))
+    jitter = 1e-9 if dtype == "float32" else 1e-14
+    k = a @ a.T / 6 + jitter * np.eye(40)  # rank 6 in 40 dimensions: far past the limit
+    y = rng.normal(size=(40, 1))
+    with pytest.warns(P.IllConditionedWarning) as rec:
+        P.gradient_descent_mse(k, y, diag_reg=base_reg, dtype=dtype)
+    advice = _advice(rec[0])
+    assert advice > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", P.IllConditionedWarning)
+        P.gradient_descent_mse(k, y, diag_reg=advice, dtype=dtype)  # following it silences it
+        P.gp_inference(k, y, k[:3], diag_reg=advice, dtype=dtype)
+    with pytest.warns(P.IllConditionedWarning):  # and it is not wildly more than needed
+        P.gradient_descent_mse(k, y, diag_reg=advice / 50, dtype=dtype)
+
+
+def test_diag_reg_advice_formula():
+    lam = np.array([1e-12, 0.5, 10.0])
+    r = P.diag_reg_advice(lam, mean_diag=2.0, condition_limit=400.0)
+    shift = r * 2.0
+    assert (lam[-1] + shift) / (lam[0] + shift) <= 100.0  # limit / margin 4
+    assert (lam[-1] + shift * 0.98) / (lam[0] + shift * 0.98) > 100.0 * 0.97
+    assert P.diag_reg_advice(np.array([1.0, 2.0]), 1.5, 400.0) == 0.0
+    assert P.diag_reg_advice(lam, 0.0, 400.0) is None
