@@ -13,9 +13,7 @@ import argparse
 import itertools
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +27,7 @@ jax.config.update("jax_enable_x64", True)
 
 import ntkdsl  # noqa: E402
 from ntkdsl.data import load_digits  # noqa: E402
+from ntkdsl.io import atomic_write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 SPECS = ROOT / "specs"
@@ -56,19 +55,9 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     return p.parse_args(argv)
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; outputs are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """Write ``path`` atomically with the package's one writer (``ntkdsl.io.atomic_write``)."""
+    atomic_write(path, write, flag="--out")
 
 
 def _plain(x: Any) -> Any:
@@ -88,18 +77,14 @@ def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as indented JSON, atomically."""
     text = json.dumps(_plain(data), indent=2, allow_nan=False) + "\n"
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    _atomic(path, write)
+    _atomic(path, lambda f: f.write(text.encode()))
 
 
 def save_figure(fig, path: Path) -> None:
     """Save a matplotlib figure as PNG, atomically, and close it."""
     import matplotlib.pyplot as plt
 
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
+    _atomic(path, lambda f: fig.savefig(f, dpi=110, bbox_inches="tight", format="png"))
     plt.close(fig)
 
 

@@ -17,8 +17,6 @@ On scikit-learn's 8x8 digits (no download) it
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .diagnostics import InputError
+from .io import atomic_write
 
 #: the example specs used by default, relative to the repository's examples/specs
 DEFAULT_KERNEL_SPECS = (("fc_relu.ntk", "fc3", True), ("digits_cnn.ntk", "cnn_flatten", False))
@@ -69,18 +68,6 @@ def _accuracy(mean: np.ndarray, labels: np.ndarray) -> float:
 
 def _rmse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean((a - b) ** 2, axis=(-2, -1)))
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def kernel_predictions(cfg: DemoConfig, data, specs_dir: Path, log, tick=lambda: None
@@ -223,7 +210,7 @@ def plot(runs: list[dict], path: Path) -> None:
     fig.suptitle(f"{dyn['spec']}, width {dyn['width']}: a wide network evolves as its "
                  "linearisation (Lee et al. 2019)")
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"), flag="--out")
     plt.close(fig)
 
 
@@ -270,8 +257,8 @@ def run(cfg: DemoConfig, log=print) -> dict:
                "seconds": round(time.perf_counter() - t_start, 2)}
     out = Path(cfg.out)
     plot(runs, out / "dynamics.png")
-    _atomic_write(out / "results.json",
-                  lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1, default=str)))
+    text = json.dumps(results, indent=1, default=str)
+    atomic_write(out / "results.json", lambda f: f.write(text.encode()), flag="--out")
     for r in runs:
         final = r["rmse_test"]
         log(f"width {r['width']:>5}: final test RMSE network vs linearisation "

@@ -43,7 +43,7 @@ _SIMPLIFY_LIMIT = 600
 
 def add_parser(subparsers) -> None:
     """Register the ``explain`` subcommand."""
-    from .common import add_spec_arguments
+    from .common import add_spec_arguments, positive_int
 
     p = subparsers.add_parser(
         "explain", help="print the NNGP/NTK recursion of a net",
@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--check", action="store_true",
                    help="also run the symbolic checks of the net's nonlinearities; "
                         "exit 1 if any fails")
-    p.add_argument("--points", type=int, default=1, metavar="N",
+    p.add_argument("--points", type=positive_int, default=1, metavar="N",
                    help="random covariances for the numerical-integration checks (default 1)")
     p.set_defaults(run=run)
 
