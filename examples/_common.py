@@ -1,6 +1,6 @@
 """Shared helpers of the paper scripts (examples/fig*.py): options, atomic output, training.
 
-Training is :func:`ntkdsl.train.train` (net and linearisation side by side, jitted,
+Training is :func:`ntkdsl.training.train` (net and linearisation side by side, jitted,
 vmapped over ensembles) and the data is :func:`ntkdsl.data.load_digits`; this
 module adds only what the scripts share beyond the library: options, atomic
 output, the binary digits task, fitted slopes, and the discrete-time NTK-GP /

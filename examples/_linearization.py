@@ -17,13 +17,13 @@ import numpy as np
 from _common import command_line, mse_loss, pyplot, rmse, save_figure, write_json
 
 from ntkdsl.predict import gradient_descent_mse
-from ntkdsl.train import train
+from ntkdsl.training import train
 
 
 def compare(m, params0, x, y, xt, yt, *, learning_rate: float, steps: int, record_every: int = 1,
             momentum: float = 0.0, probe=None, analytic=None, empirical: bool = False,
             clock=None) -> dict:
-    """Train net and linearisation (:func:`ntkdsl.train.train`); closed forms with the NTKs.
+    """Train net and linearisation (:func:`ntkdsl.training.train`); closed forms with the NTKs.
 
     Arguments:
         m: the compiled model; params0: its initial parameters.

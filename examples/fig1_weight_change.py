@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkdsl.compiler.layers import Dense
-from ntkdsl.train import init_ensemble, train
+from ntkdsl.training import init_ensemble, train
 
 # the paper's slopes; for the kernel, -1/2 is the theorem's bound (the paper's fig. 1
 # caption notes that the measured change is closer to 1/width)
@@ -38,7 +38,7 @@ def layer_ntk(net, params, x):
     with ``delta = df / dz`` (one backward pass for all rows), so the kernel of a
     very wide net costs ``n^2 * width`` instead of ``n^2 * params`` (the generic
     :func:`ntkdsl.empirical_ntk`, which checks this at the smallest width).
-    This is why the script does not let :func:`ntkdsl.train.train` record the NTK
+    This is why the script does not let :func:`ntkdsl.training.train` record the NTK
     change (``ntk_points``): its generic kernel of fc3 at width 2048 (8M parameters)
     is too slow and too large for 2 CPU cores.
     """
@@ -125,7 +125,7 @@ def main(argv=None) -> dict:
     x, y, _, _ = c.two_class_digits(n_train, 0, seed=args.seed)
     results: dict = {"command": c.command_line("fig1_weight_change.py", args),
                      "setup": {"widths": widths, "n_train": n_train, "steps": steps,
-                               "seeds": n_seeds, "optimizer": "full-batch GD (ntkdsl.train.train)",
+                               "seeds": n_seeds, "optimizer": "full-batch GD (ntkdsl.training.train)",
                                "loss": "total MSE 1/2 sum (f - y)^2",
                                "data": "digits classes 0/1, 64 standardised pixels"},
                      "nets": {}}

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkdsl.train import init_ensemble, train
+from ntkdsl.training import init_ensemble, train
 
 
 def interpolation(x_train, y_train, n_points: int):
@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     ktx = analytic.kernel_fn(xt, x)
     ktt = analytic.kernel_fn(xt, xt, "nngp")
     lr = c.safe_learning_rate(kxx.ntk, 0.5)
-    ts = np.arange(0, steps + 1, every)  # the record points of ntkdsl.train.train
+    ts = np.arange(0, steps + 1, every)  # the record points of ntkdsl.training.train
     bands = {}
     for kind in ("ntk", "nngp"):
         mean, cov = c.gp_dynamics(kind, kxx.nngp, y, ktx.nngp, ktt, ntk_xx=kxx.ntk,

@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
                       probe=probe, analytic=(k_xx, k_tx), empirical=True, clock=clock)
     setup = {"net": "fc_deep.ntk fc5 (5 hidden ReLU layers)", "width": width,
              "n_train": n_train, "n_test": n_test, "steps": steps, "learning_rate": lr,
-             "optimizer": "full-batch GD (ntkdsl.train.train)",
+             "optimizer": "full-batch GD (ntkdsl.training.train)",
              "data": "digits classes 0/1, targets +-1/2"}
     return lin.finish(res, {"setup": setup}, args, "fig3_linearization.py",
                       f"fc5 ReLU, width {width}: network vs linearisation (GD, {n_train} digits)",

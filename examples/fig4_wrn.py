@@ -4,7 +4,7 @@ A small WRN-style residual CNN (examples/specs/wrn.ntk: a stem convolution, thre
 groups of pre-activation residual blocks with projection shortcuts, global average
 pooling, a linear readout) is trained with full-batch heavy-ball momentum 0.9 on
 the total MSE loss on two digit classes (8x8 images, targets +-1/2), side by side
-with its linearisation around the init (:func:`ntkdsl.train.train`); the
+with its linearisation around the init (:func:`ntkdsl.training.train`); the
 closed-form momentum dynamics with the analytic NTK give a third curve (from the
 net's own initial outputs). This is done at several channel widths; the four
 panels (test outputs, individual weights, losses, RMSE between the net and the
@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
              "plotted_width": widths[-1], "n_train": n_train, "n_test": n_test,
              "steps": steps, "momentum": MOMENTUM,
              "learning_rate": "a quarter of eta_critical (momentum) of the empirical NTK at init",
-             "optimizer": "full-batch heavy-ball momentum (ntkdsl.train.train)",
+             "optimizer": "full-batch heavy-ball momentum (ntkdsl.training.train)",
              "data": "digits classes 0/1, 8x8x1 images, targets +-1/2"}
     extra = {"setup": setup, "vs_width": rows,
              "claims": {"rmse_decreases_with_width":

@@ -21,7 +21,7 @@ import _common as c
 import jax
 import numpy as np
 
-from ntkdsl.train import init_ensemble, train
+from ntkdsl.training import init_ensemble, train
 
 
 def final_rmse(width: int, n_train: int, n_test: int, steps: int, n_seeds: int, seed: int):

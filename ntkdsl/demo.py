@@ -108,7 +108,7 @@ def training_dynamics(cfg: DemoConfig, width: int, data, specs_dir: Path) -> dic
 
     import ntkdsl
     from ntkdsl.predict import eta_critical, gradient_descent_mse
-    from ntkdsl.train import train
+    from ntkdsl.training import train
 
     fname, net, flat = cfg.train_spec
     model = ntkdsl.compile_file(specs_dir / fname, net=net, width=width,

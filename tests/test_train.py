@@ -1,4 +1,4 @@
-"""Training a finite net and its linearisation (ntkdsl.train) against the closed forms."""
+"""Training a finite net and its linearisation (ntkdsl.training) against the closed forms."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import ntkdsl
 from ntkdsl import InputError
 from ntkdsl import predict as P
 from ntkdsl.empirical import empirical_ntk
-from ntkdsl.train import init_ensemble, train
+from ntkdsl.training import init_ensemble, train
 
 SPEC = """
 net mlp(width = 32, outputs = 1) {
