@@ -125,7 +125,8 @@ def main(argv=None) -> dict:
     x, y, _, _ = c.two_class_digits(n_train, 0, seed=args.seed)
     results: dict = {"command": c.command_line("fig1_weight_change.py", args),
                      "setup": {"widths": widths, "n_train": n_train, "steps": steps,
-                               "seeds": n_seeds, "optimizer": "full-batch GD (ntkdsl.training.train)",
+                               "seeds": n_seeds,
+                               "optimizer": "full-batch GD (ntkdsl.training.train)",
                                "loss": "total MSE 1/2 sum (f - y)^2",
                                "data": "digits classes 0/1, 64 standardised pixels"},
                      "nets": {}}
