@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "gp_inference": "ntkdsl.predict",
     "eta_critical": "ntkdsl.predict",
     "gradient_descent_mse_gp": "ntkdsl.predict",
-    "train": "ntkdsl.train",
+    "train": "ntkdsl.training",
     "load_digits": "ntkdsl.data",
 }
 
