@@ -30,9 +30,10 @@ CASES = [
     ("net a { Residual(3) }", 1, 17, "unexpected '('; expected '{'"),
     ('net a {\n  Dense("x)\n}', 2, 9, "unterminated string (strings end on the same line)"),
     ("net a { Dense(3) } x", 1, 20,
-     "unexpected name 'x'; expected ';', 'block', 'import', 'let', 'net' or end of input"),
+     "unexpected name 'x'; expected ';', 'block', 'defaults', 'import', 'let', 'net' "
+     "or end of input"),
     ("net a { Dense(3,, 4) }", 1, 17, "unexpected ','; expected an expression or ')'"),
-    ("block b { Relu }", 1, 9, "unexpected '{'; expected '('"),
+    ("block { Relu }", 1, 7, "unexpected '{'; expected a name"),
     ("net a {\n\tRelu\n\t\x00\n}", 3, 2, "unexpected character '\\x00' (U+0000)"),
     ("net a { Dense(3 4) }", 1, 17,
      "unexpected number 4; expected an operator, ')' or ','"),
@@ -95,7 +96,8 @@ CASES = [
     ("net a { repeat 100000 { Relu } }", 1, 16,
      "repeat count 100000 is too large (a net has at most 10000 layers)"),
     ("net a {\n  repeat 9999 { repeat 9999 { } }\n}", 2, 17,
-     "the net takes too long to expand (more than 200000 steps); is a repeat count too large?"),
+     "the spec takes too long to expand (more than 200000 steps); is a repeat count too "
+     "large, or a block called too often?"),
     ("net a { repeat 9000 { Dense(3) Relu } }", 1, 23, "the net expands to more than 10000 layers"),
     ("net a { repeat -1 { Relu } }", 1, 16, "repeat count must be a non-negative integer, got -1"),
     ("net a { repeat 'x' { Relu } }", 1, 16,

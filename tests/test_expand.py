@@ -235,9 +235,9 @@ def test_imports_relative_each_file_once_and_cycles(tmp_path, monkeypatch):
     calls = []
     real = expand_mod.parse_module
 
-    def counting(source, filename="<spec>"):
+    def counting(source, filename="<spec>", **kwargs):
         calls.append(filename)
-        return real(source, filename)
+        return real(source, filename, **kwargs)
 
     monkeypatch.setattr(expand_mod, "parse_module", counting)
     net = load(tmp_path / "main.ntk")

@@ -2,8 +2,9 @@
 
 Parses and expands the spec, runs the static checks, and prints a summary of
 each net: its parameters, its layers after expansion and, with
-``--input-shape``, the shape after each layer. Exit 0 when all is well; a
-spec error goes to stderr with exit status 2 (see ``ntkdsl.cli``).
+``--input-shape`` or the net's own ``Input(shape)``, the shape after each
+layer. Exit 0 when all is well; a spec error goes to stderr with exit status
+2 (see ``ntkdsl.cli``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ def add_parser(subparsers) -> None:
         "check", help="check a spec and show its nets after expansion",
         description="Parse, expand and check a spec; print each net's parameters and layers.",
     )
-    add_spec_arguments(p)
+    add_spec_arguments(p, spec_help="a spec file (.ntk), or a folder: every *.ntk in it")
     p.add_argument("--input-shape", metavar="SHAPE", default=None,
                    help="an input shape without the batch axis, e.g. 8,8,1 or 64; "
-                        "prints the shape after each layer")
+                        "prints the shape after each layer (default: the net's "
+                        "Input(shape) when it declares one without -1)")
     p.set_defaults(run=run)
 
 
@@ -98,7 +100,32 @@ def layer_text(layer: Layer) -> str:
 
 def _count(node: Layer) -> int:
     n = 0 if isinstance(node, Serial) else 1
-    return n + sum(_count(c) for c in node.children())
+    return n + sum(_count(c) for c in node.children() if c is not None)
+
+
+def resolve_shape(net: Net, given: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The input shape ``check`` shows shapes for: ``--input-shape``, else the net's ``Input``.
+
+    Arguments:
+        net: the layer graph.
+        given: the ``--input-shape`` value, or None.
+
+    Returns:
+        A concrete shape, or None (no option, and no Input or one with ``-1``).
+
+    Raises:
+        InputError: ``given`` does not fit the net's ``Input(shape)``.
+    """
+    declared = net.input_shape
+    if declared is None:
+        return given
+    if given is None:
+        return None if -1 in declared else declared
+    if len(given) != len(declared) or any(d not in (-1, g) for d, g in zip(given, declared)):
+        shown = ", ".join(map(str, declared)) + ("," if len(declared) == 1 else "")
+        raise InputError(f"--input-shape {','.join(map(str, given))} does not fit net "
+                         f"'{net.name}', which declares Input(({shown}))")
+    return given
 
 
 def summarize(net: Net, input_shape: tuple[int, ...] | None = None) -> str:
@@ -120,6 +147,10 @@ def summarize(net: Net, input_shape: tuple[int, ...] | None = None) -> str:
     lines = [
         f"net {net.name}  ({where})",
         f"  parameters: {_params(net)}",
+    ]
+    if net.input_shape is not None:
+        lines.append(f"  input: Input({_num(net.input_shape)})")
+    lines += [
         f"  layers: {_count(net.body)} after expansion"
         + (f"; input shape {input_shape}" if input_shape is not None else ""),
     ]
@@ -156,13 +187,15 @@ def _spec_files(spec: str) -> list[str]:
 def check_one(path: str, args: argparse.Namespace, shape) -> str:
     """The summary ``ntkdsl check`` prints for one file."""
     overrides = parse_set_options(args.set)
-    nets, scope = check_file(path, net=args.net, **overrides)
+    nets, scope = check_file(path, net=args.net,
+                             allow_import_from=getattr(args, "allow_import_from", None),
+                             **overrides)
     if not nets:
         blocks = ", ".join(scope.blocks) or "none"
         lets = ", ".join(f"{k}={_num(v)}" for k, v in scope.lets.items()) or "none"
         return (f"{path}: no nets (a library for imports)\n  constants: {lets}\n"
                 f"  blocks: {blocks}\nok: {path}")
-    texts = [summarize(net, shape) for net in nets]
+    texts = [summarize(net, resolve_shape(net, shape)) for net in nets]
     texts.append(f"ok: {len(nets)} net{'s' if len(nets) != 1 else ''} checked in {path}")
     return "\n\n".join(texts[:-1]) + "\n" + texts[-1]
 

@@ -10,7 +10,7 @@ log of a non-positive number and the like are located SpecErrors, never
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,11 @@ MAX_DEPTH = 200
 
 PADDING_WORDS = ("SAME", "VALID", "CIRCULAR")
 FUNCTIONS = ("sqrt", "exp", "log", "min", "max")
+#: words that layer arguments take as strings: written bare, they get a "did you mean" the
+#: quoted string (the padding words need no quotes)
+STRING_WORDS = ("ntk", "standard")
+#: statements that look like layers but are not values
+STATEMENT_NAMES = ("Input",)
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,10 @@ class Evaluator:
         layer_ref: ``(name, args, span) -> LayerRef | None``: makes a layer value
             when ``name`` is a built-in layer or a visible block, else None.
         candidates: ``() -> iterable of names`` visible here, for "did you mean".
-        where: a span context tuple added to every error (block call chain).
+        where: the span context added to every error (the block call chain): any
+            iterable of note strings, rendered only when an error is raised.
+        charge: ``(n, span, where) -> None``, called with each expression node and
+            each tuple element built (it raises when the load's budget is spent).
     """
 
     def __init__(
@@ -113,12 +121,14 @@ class Evaluator:
         lookup: Callable[[str], Any],
         layer_ref: Callable[[str, tuple[ArgValue, ...], Span], LayerRef | None],
         candidates: Callable[[], list[str]],
-        where: tuple[str, ...] = (),
+        where: Iterable[str] = (),
+        charge: Callable[[int, Span, Iterable[str]], None] | None = None,
     ):
         self.lookup = lookup
         self.layer_ref = layer_ref
         self.candidates = candidates
         self.where = where
+        self.charge = charge
 
     def error(self, message: str, span: Span, notes: tuple[str, ...] = ()) -> SpecError:
         """A SpecError at ``span`` with the evaluator's context notes."""
@@ -141,6 +151,8 @@ class Evaluator:
             raise self.error(
                 f"expression is nested too deeply (more than {MAX_DEPTH} levels)", expr.span
             )
+        if self.charge is not None:
+            self.charge(1, expr.span, self.where)
         d = depth + 1
         if isinstance(expr, ast.Number | ast.String):
             return expr.value
@@ -173,8 +185,13 @@ class Evaluator:
         if expr.name in FUNCTIONS:
             raise self.error(f"'{expr.name}' is a function; call it as {expr.name}(...)",
                              expr.span)
+        if expr.name in STATEMENT_NAMES:
+            raise self.error(f"'{expr.name}' is a statement (the first of a net body), not "
+                             "a value", expr.span)
         if expr.name.upper() in PADDING_WORDS:
             notes: tuple[str, ...] = (f"did you mean '{expr.name.upper()}'?",)
+        elif expr.name.lower() in STRING_WORDS:
+            notes = (f"did you mean the string \"{expr.name.lower()}\"? (write it in quotes)",)
         else:
             notes = tuple(did_you_mean(expr.name, self.candidates()))
         raise self.error(f"unknown name '{expr.name}'", expr.span, notes)
@@ -198,6 +215,8 @@ class Evaluator:
         if name in ("min", "max"):
             if len(vals) == 1 and isinstance(vals[0], tuple):
                 vals = list(vals[0])
+                if self.charge is not None:
+                    self.charge(len(vals), span, self.where)
             if not vals:
                 raise self.error(f"{name}() needs at least one number", span)
             for v in vals:
@@ -272,6 +291,8 @@ class Evaluator:
     def check_length(self, r: Any, expr: ast.Node) -> Any:
         if len(r) > MAX_LENGTH:
             raise self.error(f"{type_name(r)} too long (more than {MAX_LENGTH})", expr.span)
+        if self.charge is not None:
+            self.charge(len(r), expr.span, self.where)
         return r
 
 

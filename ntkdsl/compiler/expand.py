@@ -7,8 +7,16 @@ and of the ``defaults`` in force, and produces a :class:`~.graph.Net` whose
 body holds only built-in layer objects. Every error is a located SpecError.
 
 Budgets keep hostile specs cheap: at most :data:`MAX_LAYERS` layers per net
-and :data:`MAX_STEPS` expansion steps, so a huge ``repeat`` or a tower of
-nested repeats fails fast with an error at the offending statement.
+and :data:`MAX_STEPS` steps per load (statements expanded, repeat iterations,
+expression nodes evaluated, tuple elements built), so a huge ``repeat``, a
+tower of nested block calls or a huge tuple evaluated again and again fails
+fast with an error at the offending statement. Notes naming the block calls
+that led to a span are built only when an error is raised.
+
+Files are read through :meth:`Loader.read`: at most the size limit plus one
+byte whatever the file is, imports confined to the spec's directory tree
+(widened with ``allow_import_from``), and error messages quote lines only of
+files that are specs (``.ntk``).
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+import stat
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +33,28 @@ from typing import Any
 from ..diagnostics import Span, SpecError, did_you_mean
 from ..grammar import ast
 from ..grammar.parser import MAX_SOURCE_CHARS, parse_expression, parse_module
-from .evaluate import ArgValue, Evaluator, LayerRef, format_value, type_name
+from .evaluate import PADDING_WORDS, ArgValue, Evaluator, LayerRef, format_value, type_name
 from .graph import Net
 from .layers import BUILTINS, Layer, LayerArgError, Residual, Serial
 
 #: the most layers one net may expand to
 MAX_LAYERS = 10_000
-#: the most statement expansions (including empty repeat iterations) per net
+#: the most expansion steps of one load: statements, repeat iterations, expression nodes,
+#: tuple elements (one step each), block calls and layers (weighted by what they cost);
+#: about a second of work
 MAX_STEPS = 200_000
+#: steps a block call costs (binding its arguments, a new scope)
+BLOCK_CALL_STEPS = 5
+#: steps a layer costs (validating it, and the static checks that walk it later)
+LAYER_STEPS = 10
+#: the most bytes read from one file (a character is at most 4 bytes of UTF-8)
+MAX_SOURCE_BYTES = 4 * MAX_SOURCE_CHARS
+#: the most characters of all the files one load reads together (a spec and its imports)
+MAX_TOTAL_CHARS = 2 * MAX_SOURCE_CHARS
+#: the most axes an ``Input`` shape may have
+MAX_INPUT_AXES = 8
+#: names that are statements, not layers: no let, block, net or parameter may take them
+RESERVED = ("Input",)
 #: the deepest chain of block calls
 MAX_CALL_DEPTH = 100
 
@@ -56,7 +79,7 @@ class Expression:
 
 
 # -- files ------------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)
 class Block:
     """A block definition and the file whose names its body sees."""
 
@@ -75,6 +98,10 @@ class FileScope:
     nets: dict[str, ast.NetDef] = field(default_factory=dict)
     imports: list[FileScope] = field(default_factory=list)
     defined_at: dict[str, Span] = field(default_factory=dict)
+    #: top-level ``defaults``: key -> (value, span); they apply to every net of this file
+    defaults: dict[str, tuple[Any, Span]] = field(default_factory=dict)
+    #: the step counter of the load this file belongs to (shared by all its files and nets)
+    steps: StepCounter = field(default_factory=lambda: StepCounter())
 
     def lookup_let(self, name: str) -> Any:
         """A file-level constant, own file before imports; KeyError if none."""
@@ -102,8 +129,13 @@ class FileScope:
         return names
 
 
-def decode_source(data: bytes, filename: str) -> str:
+def decode_source(data: bytes, filename: str, quote: bool = True) -> str:
     """Decode spec bytes as UTF-8 (a leading BOM is dropped).
+
+    Arguments:
+        data: the bytes.
+        filename: the name used in the error.
+        quote: whether the error may show the offending line.
 
     Raises:
         SpecError: located at the first byte that is not valid UTF-8.
@@ -116,43 +148,141 @@ def decode_source(data: bytes, filename: str) -> str:
         line = data.count(b"\n", 0, e.start) + 1
         line_start = data.rfind(b"\n", 0, e.start) + 1
         col = len(data[line_start:e.start].decode("utf-8", errors="replace")) + 1
-        shown = data.decode("utf-8", errors="replace")
+        shown = data.decode("utf-8", errors="replace") if quote else ""
         raise SpecError(
             f"the file is not valid UTF-8 (byte 0x{data[e.start]:02x})",
             Span(filename, line, col, line, col + 1, shown),
         ) from None
 
 
+class FileProblem(Exception):
+    """A file cannot be used as a spec (unreadable, too large, not a file); the caller
+    locates it: at the ``import`` for an import, at the file for the spec itself."""
+
+
+def is_spec_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a spec (``.ntk``), both as written and once resolved.
+
+    Only a spec's lines are quoted in error messages: the resolved check keeps
+    a ``.ntk`` symlink to some other file from echoing it.
+    """
+    return str(path).endswith(".ntk") and os.path.realpath(path).endswith(".ntk")
+
+
+def read_bounded(path: str | os.PathLike, limit: int = MAX_SOURCE_BYTES) -> bytes:
+    """At most ``limit`` bytes of the file at ``path``, whatever kind of file it is.
+
+    Arguments:
+        path: the file.
+        limit: the most bytes accepted.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        FileProblem: the file cannot be opened or read, is a directory, a pipe or
+            a socket (reading those could block forever), or holds more than
+            ``limit`` bytes (``/dev/zero`` is found too large, not read forever).
+    """
+    try:
+        # non-blocking, so that opening a FIFO cannot hang; blocking again for the reads
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise FileProblem(str(e.strerror or e)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise FileProblem("it is a directory")
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            raise FileProblem("it is not a regular file (a pipe or a socket)")
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, min(limit + 1 - total, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as e:
+        raise FileProblem(str(e.strerror or e)) from None
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise FileProblem(f"the file is too large (more than {limit} bytes)")
+    return b"".join(chunks)
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 class Loader:
     """Parses files once each, follows imports and reports cycles.
 
     Arguments:
-        cache: resolved path -> FileScope, shared across calls of one load.
+        allow_import_from: directories outside the spec's own directory tree
+            that imports may read from.
+
+    Imports are confined to the directory tree of the first file loaded (the
+    current directory for text without a file name) and to ``allow_import_from``;
+    paths are compared once resolved, so a symlink cannot lead out.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, allow_import_from: Iterable[str | os.PathLike] = ()) -> None:
         self.cache: dict[str, FileScope] = {}
         self.stack: list[str] = []
+        self.steps = StepCounter()
+        self.chars = 0
+        self.allowed = [os.path.realpath(d) for d in _as_dirs(allow_import_from)]
+        self.root: str | None = None
+
+    def read(self, path: str | os.PathLike, name: str) -> str:
+        """The decoded text of a spec file, within the size limits.
+
+        Raises:
+            FileProblem: see :func:`read_bounded`, or the text is too long.
+            SpecError: the bytes are not UTF-8 (located in the file).
+        """
+        source = decode_source(read_bounded(path), name, is_spec_file(path))
+        if len(source) > MAX_SOURCE_CHARS:
+            raise FileProblem(f"the file is too large ({len(source)} characters; at most "
+                              f"{MAX_SOURCE_CHARS})")
+        self.chars += len(source)
+        if self.chars > MAX_TOTAL_CHARS:
+            raise FileProblem(f"the spec and its imports are too large together (more than "
+                              f"{MAX_TOTAL_CHARS} characters)")
+        return source
 
     def load_path(self, path: str | os.PathLike, display: str | None = None) -> FileScope:
-        """Read, decode and load the file at ``path``."""
+        """Read, decode and load the spec file at ``path``."""
         key = os.path.realpath(path)
         if key in self.cache:
             return self.cache[key]
         name = display if display is not None else str(path)
+        if self.root is None:
+            self.root = os.path.dirname(key)
         try:
-            if os.path.getsize(path) > 4 * MAX_SOURCE_CHARS:  # do not read a huge file at all
-                raise SpecError(f"spec file is too large ({os.path.getsize(path)} bytes)",
-                                filename=name)
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise SpecError(f"cannot read spec file: {e.strerror or e}", filename=name) from None
-        return self.load_source(decode_source(data, name), name, key)
+            source = self.read(path, name)
+        except FileProblem as e:
+            raise SpecError(f"cannot read spec file: {e}", filename=name) from None
+        return self.load_source(source, name, key, quote=is_spec_file(path))
 
-    def load_source(self, source: str, filename: str, key: str | None = None) -> FileScope:
-        """Parse ``source`` and build its file scope (imports first, then lets in order)."""
-        module = parse_module(source, filename)
-        scope = FileScope(filename, module)
+    def load_source(self, source: str, filename: str, key: str | None = None, *,
+                    quote: bool = True) -> FileScope:
+        """Parse ``source`` and build its file scope (imports first, then lets in order).
+
+        Arguments:
+            source: the text.
+            filename: the name shown in errors.
+            key: the resolved path of the file (None for text not from a file).
+            quote: whether error messages may show lines of ``source``.
+        """
+        if self.root is None:
+            self.root = os.path.dirname(key) if key else os.path.realpath(os.getcwd())
+        module = parse_module(source, filename, quote=quote)
+        scope = FileScope(filename, module, steps=self.steps)
         if key is not None:
             self.stack.append(key)
         try:
@@ -162,6 +292,9 @@ class Loader:
                     scope.imports.append(self.load_import(item, base, filename))
             for item in module.items:
                 if isinstance(item, ast.Import):
+                    continue
+                if isinstance(item, ast.Defaults):
+                    file_defaults(item, scope)
                     continue
                 name_span = item.name_span
                 self.define(scope, item.name, name_span, item)
@@ -184,6 +317,9 @@ class Loader:
         kind = {ast.Let: "constant", ast.BlockDef: "block", ast.NetDef: "net"}[type(item)]
         if name in BUILTINS:
             raise SpecError(f"'{name}' is a built-in layer; a {kind} cannot use that name", span)
+        if name in RESERVED:
+            raise SpecError(f"'{name}' is a statement of the language; a {kind} cannot use "
+                            "that name", span)
         if name in scope.defined_at:
             prev = scope.defined_at[name]
             raise SpecError(f"'{name}' is already defined (line {prev.line})", span)
@@ -192,17 +328,50 @@ class Loader:
     def load_import(self, item: ast.Import, base: Path, filename: str) -> FileScope:
         target = base / item.path
         key = os.path.realpath(target)
+        roots = [r for r in (self.root, *self.allowed) if r is not None]
+        if not any(_within(key, r) for r in roots):
+            how = "an absolute path" if os.path.isabs(item.path) else "a path"
+            raise SpecError(
+                f"cannot import '{item.path}': {how} outside the directory of the spec "
+                f"({self.root})", item.span,
+                ["imports are confined to the spec's directory and the folders below it; "
+                 "--allow-import-from DIR (allow_import_from=[DIR] in Python) allows "
+                 "another directory"])
         if key in self.stack:
             chain = [*self.stack[self.stack.index(key):], key]
             shown = " -> ".join(os.path.basename(k) for k in chain)
             raise SpecError(f"import cycle: {shown}", item.span)
         if key in self.cache:
             return self.cache[key]
-        if not os.path.isfile(target):
+        if not os.path.exists(target):
             raise SpecError(f"cannot import '{item.path}': no such file ({target})", item.span)
         # shown as the importer's name joined with the import path, as a user would write it
         display = os.path.normpath(os.path.join(os.path.dirname(filename), item.path))
-        return self.load_path(target, display)
+        try:
+            source = self.read(target, display)
+        except FileProblem as e:
+            raise SpecError(f"cannot import '{item.path}': {e}", item.span) from None
+        return self.load_source(source, display, key, quote=is_spec_file(target))
+
+
+def _as_dirs(dirs: Iterable[str | os.PathLike] | str | os.PathLike | None) -> list:
+    if dirs is None:
+        return []
+    if isinstance(dirs, str | os.PathLike):
+        return [dirs]
+    return list(dirs)
+
+
+def file_defaults(stmt: ast.Defaults, scope: FileScope) -> None:
+    """A top-level ``defaults``: checked now, applied at the start of every net of the file."""
+    ev = file_evaluator(scope)
+    for item in stmt.items:
+        key = check_default_key(item, ())
+        if key in scope.defaults:
+            prev = scope.defaults[key][1]
+            raise SpecError(f"'{key}' is already set by a top-level defaults (line {prev.line})",
+                            item.span)
+        scope.defaults[key] = (check_default_value(item, ev(item.value), ()), item.span)
 
 
 def check_params(params: tuple[ast.Param, ...], kind: str, owner: str) -> None:
@@ -230,29 +399,69 @@ def check_params(params: tuple[ast.Param, ...], kind: str, owner: str) -> None:
 
 def file_evaluator(scope: FileScope) -> Evaluator:
     """An evaluator for file-level expressions (lets; --set values)."""
-    env = Env(scope, {}, {}, (), Budget())
+    env = Env(scope, {}, {}, (), Budget(scope.steps))
     return env.evaluator()
 
 
 # -- expansion ------------------------------------------------------------------------
+class StepCounter:
+    """The steps one load has taken (statements, iterations, expression nodes).
+
+    :meth:`charge` is called on every statement and expression node, so it is
+    kept to an increment and a comparison; the error (with its notes) is built
+    only when the limit is passed.
+    """
+
+    __slots__ = ("steps",)
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def charge(self, n: int, span: Span, where: Iterable[str] = ()) -> None:
+        """Count ``n`` steps; past :data:`MAX_STEPS`, a SpecError at ``span``."""
+        self.steps += n
+        if self.steps > MAX_STEPS:
+            if where and not span.context:
+                span = dataclasses.replace(span, context=where)
+            raise SpecError(
+                f"the spec takes too long to expand (more than {MAX_STEPS} steps); "
+                "is a repeat count too large, or a block called too often?", span)
+
+
 @dataclass
 class Budget:
-    """Counters shared by one net's expansion, against MAX_LAYERS and MAX_STEPS."""
+    """The load's step counter and one net's layer count (against MAX_LAYERS)."""
 
+    steps: StepCounter = field(default_factory=StepCounter)
     layers: int = 0
-    steps: int = 0
-
-    def step(self, span: Span) -> None:
-        self.steps += 1
-        if self.steps > MAX_STEPS:
-            raise SpecError(
-                f"the net takes too long to expand (more than {MAX_STEPS} steps); "
-                "is a repeat count too large?", span)
 
     def layer(self, span: Span) -> None:
         self.layers += 1
         if self.layers > MAX_LAYERS:
             raise SpecError(f"the net expands to more than {MAX_LAYERS} layers", span)
+        self.steps.charge(LAYER_STEPS, span)
+
+
+@dataclass(frozen=True)
+class CallChain:
+    """The block calls that led to a span, innermost first; iterating it gives the notes.
+
+    A linked list, so a call adds one node instead of copying the chain, and
+    the note strings exist only when an error renders them.
+    """
+
+    name: str
+    span: Span
+    parent: CallChain | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        node: CallChain | None = self
+        while node is not None:
+            yield f"in block '{node.name}' called at {node.span}"
+            node = node.parent
+
+    def __bool__(self) -> bool:
+        return True
 
 
 @dataclass
@@ -260,32 +469,38 @@ class Env:
     """What a body sees while it is expanded.
 
     ``locals`` are the dicts of block parameters and local lets, outermost
-    first; ``defaults`` maps a key to ``(value, span)``; ``calls`` is the chain
-    of blocks being expanded (for recursion and for error notes).
+    first; ``defaults`` maps a key to ``(value, span)``; ``calls`` are the
+    blocks being expanded (for recursion) and ``chain`` the calls themselves
+    (for error notes).
     """
 
     file: FileScope
     net_params: dict[str, Any]
     defaults: dict[str, tuple[Any, Span]]
-    calls: tuple[tuple[Block, Span], ...]
+    calls: tuple[Block, ...]
     budget: Budget
     locals: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    chain: CallChain | None = None
 
     def nested(self) -> Env:
         """The environment of a nested body: a new local scope, a copy of the defaults."""
-        return dataclasses.replace(self, locals=[*self.locals, {}], defaults=dict(self.defaults))
+        return Env(self.file, self.net_params, dict(self.defaults), self.calls, self.budget,
+                   [*self.locals, {}], self.chain)
 
     @property
-    def where(self) -> tuple[str, ...]:
-        """Notes naming the block calls that led here, innermost first."""
-        return tuple(
-            f"in block '{b.defn.name}' called at {s}" for b, s in reversed(self.calls)
-        )
+    def where(self) -> CallChain | tuple[()]:
+        """Notes naming the block calls that led here, innermost first (lazy)."""
+        return self.chain if self.chain is not None else ()
 
     def at(self, span: Span) -> Span:
         """``span`` with this environment's call chain attached."""
-        w = self.where
-        return dataclasses.replace(span, context=w) if w and not span.context else span
+        if self.chain is None or span.context:
+            return span
+        return dataclasses.replace(span, context=self.chain)
+
+    def step(self, span: Span, n: int = 1) -> None:
+        """Charge ``n`` steps to the load's budget."""
+        self.budget.steps.charge(n, span, self.where)
 
     def lookup(self, name: str) -> Any:
         for scope in reversed(self.locals):
@@ -294,6 +509,13 @@ class Env:
         if name in self.net_params:
             return self.net_params[name]
         return self.file.lookup_let(name)
+
+    def bound(self, name: str) -> bool:
+        """Whether ``name`` has a value here (a local, a net parameter or a file let)."""
+        if name in self.net_params or any(name in scope for scope in self.locals):
+            return True
+        f = self.file
+        return name in f.lets or any(name in imp.lets for imp in f.imports)
 
     def layer_ref(self, name: str, args: tuple[ArgValue, ...], span: Span) -> LayerRef | None:
         if name in BUILTINS:
@@ -308,7 +530,8 @@ class Env:
         return [*names, *self.net_params, *self.file.visible_names(), *BUILTINS]
 
     def evaluator(self) -> Evaluator:
-        return Evaluator(self.lookup, self.layer_ref, self.candidates, self.where)
+        return Evaluator(self.lookup, self.layer_ref, self.candidates, self.where,
+                         self.budget.steps.charge)
 
     def error(self, message: str, span: Span, notes=()) -> SpecError:
         return SpecError(message, self.at(span), notes)
@@ -327,11 +550,15 @@ def expand_body(stmts: tuple[ast.Stmt, ...], env: Env) -> list[Layer]:
     env = env.nested()
     out: list[Layer] = []
     for stmt in stmts:
-        env.budget.step(env.at(stmt.span))
+        env.step(stmt.span)
         if isinstance(stmt, ast.Call):
+            if stmt.name in RESERVED:
+                raise env.error(
+                    f"{stmt.name}(...) is allowed only as the first statement of a net body",
+                    stmt.name_span)
             out.extend(expand_call(stmt, env))
         elif isinstance(stmt, ast.Let):
-            if stmt.name in BUILTINS:
+            if stmt.name in BUILTINS or stmt.name in RESERVED:
                 raise env.error(f"'{stmt.name}' is a built-in layer; a constant cannot use "
                                 "that name", stmt.name_span)
             if stmt.name in env.locals[-1]:
@@ -351,21 +578,48 @@ def expand_body(stmts: tuple[ast.Stmt, ...], env: Env) -> list[Layer]:
 
 def apply_defaults(stmt: ast.Defaults, env: Env) -> None:
     """Set the defaults that the following Dense and Conv layers use."""
-    from .layers import Dense
-
     ev = env.evaluator()
     for item in stmt.items:
-        key = item.key
-        if key not in DEFAULT_KEYS:
-            raise env.error(
-                f"'defaults' cannot set '{key}'; it sets W_std, b_std or parameterization",
-                item.span, did_you_mean(key or "", DEFAULT_KEYS))
-        value = ev(item.value)
-        try:
-            Dense(out=1, **{key: value})
-        except LayerArgError as e:
-            raise env.error(e.message, item.value.span) from None
-        env.defaults[key] = (value, item.span)
+        key = check_default_key(item, env.where)
+        env.defaults[key] = (check_default_value(item, ev(item.value), env.where), item.span)
+
+
+def check_default_key(item: ast.Arg, where: Iterable[str]) -> str:
+    """The key of one ``defaults`` item, if it is one that ``defaults`` sets."""
+    key = item.key
+    if key not in DEFAULT_KEYS:
+        raise SpecError(
+            f"'defaults' cannot set '{key}'; it sets W_std, b_std or parameterization",
+            _with(item.span, where), did_you_mean(key or "", DEFAULT_KEYS))
+    return key
+
+
+def check_default_value(item: ast.Arg, value: Any, where: Iterable[str]) -> Any:
+    """``value`` if a Dense layer accepts it for ``item.key``, else a located SpecError."""
+    from .layers import Dense
+
+    try:
+        Dense(out=1, **{item.key: value})
+    except LayerArgError as e:
+        raise SpecError(e.message, _with(item.value.span, where),
+                        arg_notes(item.key, value)) from None
+    return value
+
+
+def _with(span: Span, where: Iterable[str]) -> Span:
+    return dataclasses.replace(span, context=where) if where and not span.context else span
+
+
+def arg_notes(key: str | None, value: Any) -> list[str]:
+    """"did you mean" notes for a string argument that is a known word but for its case."""
+    if not isinstance(value, str):
+        return []
+    if key == "padding" and value.upper() in PADDING_WORDS and value != value.upper():
+        return [f"did you mean {value.upper()}? (the padding words are upper case)"]
+    if key == "parameterization" and value.lower() in ("ntk", "standard") \
+            and value != value.lower():
+        return [f'did you mean "{value.lower()}"?']
+    return []
 
 
 def expand_repeat(stmt: ast.Repeat, env: Env) -> list[Layer]:
@@ -381,7 +635,7 @@ def expand_repeat(stmt: ast.Repeat, env: Env) -> list[Layer]:
                         "layers)", stmt.count.span)
     out: list[Layer] = []
     for _ in range(count):
-        env.budget.step(env.at(stmt.span))
+        env.step(stmt.span)
         out.extend(expand_body(stmt.body, env))
     return out
 
@@ -409,18 +663,17 @@ def expand_residual(stmt: ast.ResidualStmt, env: Env) -> Layer:
 def expand_call(stmt: ast.Call, env: Env) -> list[Layer]:
     """A statement naming a built-in layer, a block or a layer-valued name."""
     name = stmt.name
-    try:
-        value = env.lookup(name)
-    except KeyError:
+    if not env.bound(name):
         value = None
     else:
+        value = env.lookup(name)
         if not isinstance(value, LayerRef) and name not in BUILTINS:
             raise env.error(
                 f"'{name}' is {type_name(value, True)} ({format_value(value)}), not a layer",
                 stmt.name_span)
         if not isinstance(value, LayerRef):
             value = None
-    args = env.evaluator().args(stmt.args)
+    args = env.evaluator().args(stmt.args) if stmt.args else ()
     if value is not None:
         return expand_ref(value, value.args + args, stmt, env)
     ref = env.layer_ref(name, (), stmt.name_span)
@@ -488,6 +741,10 @@ def make_layer(cls: type[Layer], args: tuple[ArgValue, ...], stmt: ast.Call, env
         if f.name not in bound and is_required(f):
             raise env.error(f"{cls.spec_name} is missing its argument '{f.name}'",
                             stmt.name_span)
+    # a layer's validation walks its tuple arguments: charge them like expression nodes
+    size = sum(len(v) for v, _ in bound.values() if isinstance(v, tuple))
+    if size:
+        env.step(stmt.span, size)
     # integers where integers are needed first; reals after validation, so that
     # messages show the value as written (-1, not -1.0)
     kwargs = {k: v if k in _FLOAT_ARGS else coerce(k, v) for k, (v, _) in bound.items()}
@@ -498,7 +755,8 @@ def make_layer(cls: type[Layer], args: tuple[ArgValue, ...], stmt: ast.Call, env
             layer = dataclasses.replace(layer, **reals)
     except LayerArgError as e:
         arg_span = bound.get(e.arg, (None, None))[1] if e.arg else None
-        raise env.error(e.message, arg_span or stmt.span) from None
+        value = bound.get(e.arg, (None, None))[0] if e.arg else None
+        raise env.error(e.message, arg_span or stmt.span, arg_notes(e.arg, value)) from None
     except (TypeError, ValueError) as e:
         raise env.error(f"invalid arguments for {cls.spec_name}: {e}", stmt.span) from None
     env.budget.layer(span)
@@ -508,23 +766,24 @@ def make_layer(cls: type[Layer], args: tuple[ArgValue, ...], stmt: ast.Call, env
 def expand_block(block: Block, args: tuple[ArgValue, ...], stmt: ast.Call, env: Env) -> list[Layer]:
     """Expand a block call in place, with a fresh scope of its parameters."""
     defn = block.defn
-    for b, _ in env.calls:
-        if b is block:
-            chain = " -> ".join([*(c.defn.name for c, _ in env.calls), defn.name])
-            raise env.error(f"block '{defn.name}' calls itself (recursion: {chain})",
-                            stmt.name_span)
+    if any(b is block for b in env.calls):  # identity: Block equality would compare files
+        chain = " -> ".join([*(c.defn.name for c in env.calls), defn.name])
+        raise env.error(f"block '{defn.name}' calls itself (recursion: {chain})",
+                        stmt.name_span)
     if len(env.calls) >= MAX_CALL_DEPTH:
         raise env.error(f"block calls are nested too deeply (more than {MAX_CALL_DEPTH})",
                         stmt.name_span)
+    env.step(stmt.name_span, BLOCK_CALL_STEPS)
     names = [p.name for p in defn.params]
     bound = bind_args(f"block '{defn.name}'", names, args, stmt.span, env)
     inner = Env(
         file=block.file,
         net_params=env.net_params,
         defaults=dict(env.defaults),
-        calls=(*env.calls, (block, env.at(stmt.name_span))),
+        calls=(*env.calls, block),
         budget=env.budget,
         locals=[{}],
+        chain=CallChain(defn.name, stmt.name_span, env.chain),
     )
     scope = inner.locals[0]
     for p in defn.params:
@@ -598,15 +857,21 @@ def expand_net(scope: FileScope, defn: ast.NetDef, overrides: Mapping[str, Any])
                 f"the parameters of net '{defn.name}' are: {', '.join(names)}"
                 if names else f"net '{defn.name}' has no parameters")
             raise SpecError(f"net '{defn.name}' has no parameter '{key}'", defn.name_span, notes)
-    budget = Budget()
+    budget = Budget(scope.steps)
     params: dict[str, Any] = {}
-    env = Env(scope, params, {}, (), budget, [{}])
+    env = Env(scope, params, dict(scope.defaults), (), budget, [{}])
     for p in defn.params:
         if p.name in overrides:
             params[p.name] = override_value(p, overrides[p.name], env)
         else:
             params[p.name] = env.evaluator()(p.default)
-    layers = expand_body(defn.body, env)
+    stmts = defn.body
+    input_shape = None
+    if stmts and isinstance(stmts[0], ast.Call) and stmts[0].name == "Input":
+        env.step(stmts[0].span)
+        input_shape = input_statement(stmts[0], env)
+        stmts = stmts[1:]
+    layers = expand_body(stmts, env)
     body = Serial(layers=tuple(layers), span=defn.name_span)
     return Net(
         name=defn.name,
@@ -614,7 +879,27 @@ def expand_net(scope: FileScope, defn: ast.NetDef, overrides: Mapping[str, Any])
         body=body,
         filename=scope.filename,
         span=defn.name_span,
+        input_shape=input_shape,
     )
+
+
+def input_statement(stmt: ast.Call, env: Env) -> tuple[int, ...]:
+    """The shape an ``Input(shape)`` statement declares: positive sizes, -1 for any size."""
+    args = env.evaluator().args(stmt.args)
+    bound = bind_args("Input", ["shape"], args, stmt.span, env)
+    if "shape" not in bound:
+        raise env.error("Input is missing its argument 'shape' (e.g. Input((8, 8, 1)))",
+                        stmt.name_span)
+    value, span = bound["shape"]
+    shape = value if isinstance(value, tuple) else (value,)
+    sizes = tuple(as_int(v) for v in shape)
+    if (not shape or len(shape) > MAX_INPUT_AXES
+            or any(n is None or (n <= 0 and n != -1) for n in sizes)):
+        raise env.error(
+            "'shape' must be a tuple of 1 to "
+            f"{MAX_INPUT_AXES} sizes, each a positive integer or -1 (any size), got "
+            f"{format_value(value)}", span or stmt.span)
+    return sizes
 
 
 def override_value(param: ast.Param, value: Any, env: Env) -> Any:

@@ -26,6 +26,9 @@ class Net:
     body: Serial
     filename: str = "<spec>"
     span: Span | None = field(default=None, compare=False, repr=False)
+    #: the non-batch input shape an ``Input(shape)`` statement declares (-1: any size);
+    #: None when the net has no Input statement
+    input_shape: tuple[int, ...] | None = None
 
     def walk(self) -> Iterator[Layer]:
         """Every layer, depth first, in execution order (Serial nodes included)."""

@@ -8,15 +8,36 @@ import numpy as np
 
 from ..diagnostics import InputError
 from .graph import Net
-from .layers import AvgPool, Conv, Flatten, GlobalAvgPool
-
-#: layers that read or change spatial axes: a net without any is fully connected
-_SPATIAL_LAYERS = (Conv, AvgPool, GlobalAvgPool, Flatten)
 
 
 def is_spatial(net: Net) -> bool:
-    """Whether any layer of ``net`` works on spatial axes (Conv, pooling, Flatten)."""
-    return any(isinstance(layer, _SPATIAL_LAYERS) for layer in net.walk())
+    """Whether any layer of ``net`` works on spatial axes (declares ``spatial`` other than
+    ``"any"``): such a net takes ``(n, *spatial, channels)`` inputs."""
+    return any(layer.combine is None and layer.spatial != "any" for layer in net.walk())
+
+
+def check_declared_shape(net: Net, name: str, shape: tuple[int, ...]) -> None:
+    """Check an array's shape (batch axis first) against the net's ``Input(shape)``.
+
+    Arguments:
+        net: a net with ``input_shape`` set.
+        name: the array's name in the message (``x1``).
+        shape: the array's shape.
+
+    Raises:
+        InputError: e.g. "x1 has shape (5, 8, 8), but net 'cnn' declares
+            Input((8, 8, 1)): expected (n, 8, 8, 1)".
+    """
+    declared = net.input_shape
+    assert declared is not None
+    if len(shape) == len(declared) + 1 and all(
+        d in (-1, s) for d, s in zip(declared, shape[1:])
+    ):
+        return
+    text = ", ".join(map(str, declared)) + ("," if len(declared) == 1 else "")
+    want = ", ".join("any" if d == -1 else str(d) for d in declared)
+    raise InputError(f"{name} has shape {tuple(shape)}, but net '{net.name}' declares "
+                     f"Input(({text})): expected (n, {want})")
 
 
 def check_inputs(net: Net, x1, x2) -> tuple[np.ndarray, np.ndarray | None]:
@@ -24,8 +45,10 @@ def check_inputs(net: Net, x1, x2) -> tuple[np.ndarray, np.ndarray | None]:
 
     Rules: at least a batch and a feature axis; a fully connected net (no
     Conv, pooling or Flatten) takes ``(n, features)``, a convolutional one
-    ``(n, *spatial, channels)`` with at least one spatial axis; x2 has the
-    same per-input shape as x1; every value is finite; no empty batch.
+    ``(n, *spatial, channels)`` with at least one spatial axis; a net with an
+    ``Input(shape)`` statement takes exactly ``(n, *shape)`` (``-1``: any size
+    on that axis); x2 has the same per-input shape as x1; every value is
+    finite; no empty batch.
 
     Arguments:
         net: the layer graph.
@@ -50,6 +73,8 @@ def check_inputs(net: Net, x1, x2) -> tuple[np.ndarray, np.ndarray | None]:
                              ) from None
         if a.dtype.kind not in "biuf":
             raise InputError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+        if net.input_shape is not None:
+            check_declared_shape(net, name, a.shape)
         expected = "(n, *spatial, channels)" if spatial else "(n, features)"
         if a.ndim < 2 or (not spatial and a.ndim != 2) or (spatial and a.ndim < 3):
             raise InputError(

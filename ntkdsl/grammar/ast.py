@@ -114,7 +114,7 @@ class ResidualStmt(Node):
 
 @dataclass(frozen=True)
 class Defaults(Node):
-    """``defaults KEY = EXPR, ...``."""
+    """``defaults KEY = EXPR, ...`` (in a body, or at the top level of a file)."""
 
     items: tuple[Arg, ...]
 
@@ -149,7 +149,7 @@ class Import(Node):
 
 @dataclass(frozen=True)
 class BlockDef(Node):
-    """``block NAME(PARAMS) { BODY }``."""
+    """``block NAME(PARAMS) { BODY }`` (``block NAME { BODY }`` without parameters)."""
 
     name: str
     name_span: Span = field(compare=False, repr=False)
@@ -167,7 +167,7 @@ class NetDef(Node):
     body: tuple[Stmt, ...]
 
 
-Item = Import | Let | BlockDef | NetDef
+Item = Import | Let | BlockDef | NetDef | Defaults
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ sees one: expected tokens are shown as the characters a user types
 from __future__ import annotations
 
 import functools
+import unicodedata
+from collections.abc import Iterator
 from importlib import resources
 
 import lark
@@ -19,8 +21,9 @@ from . import ast
 
 #: the deepest bracket nesting a spec may use; deeper text is rejected before parsing
 MAX_NESTING = 100
-#: the largest spec text accepted, in characters
-MAX_SOURCE_CHARS = 1_000_000
+#: the largest spec text accepted, in characters (parsing a spec this size takes about a
+#: second; a real architecture is a few hundred characters)
+MAX_SOURCE_CHARS = 100_000
 #: integers beyond this magnitude are rejected (they would mean nothing as widths)
 MAX_INT = 2**63 - 1
 
@@ -43,12 +46,15 @@ def _parser() -> lark.Lark:
     )
 
 
-def parse_module(source: str, filename: str = "<spec>") -> ast.Module:
+def parse_module(source: str, filename: str = "<spec>", *, quote: bool = True) -> ast.Module:
     """Parse spec text into an AST :class:`~ntkdsl.grammar.ast.Module`.
 
     Arguments:
         source: the spec text (already decoded).
         filename: the name used in spans and error messages.
+        quote: whether error messages may show lines of ``source``; False for a
+            file that is not a spec (not ``.ntk``), whose content is nobody's
+            business to print.
 
     Returns:
         The module's AST.
@@ -56,7 +62,7 @@ def parse_module(source: str, filename: str = "<spec>") -> ast.Module:
     Raises:
         SpecError: for any syntax error, located at the offending character.
     """
-    return _parse(source, filename, "start")
+    return _parse(source, filename, "start", quote)
 
 
 def parse_expression(source: str, filename: str = "<expression>") -> ast.Expr:
@@ -75,19 +81,20 @@ def parse_expression(source: str, filename: str = "<expression>") -> ast.Expr:
     return _parse(source, filename, "expr")
 
 
-def _parse(source: str, filename: str, start: str):
+def _parse(source: str, filename: str, start: str, quote: bool = True):
+    shown = source if quote else ""
     if len(source) > MAX_SOURCE_CHARS:
         raise SpecError(
             f"spec is too large ({len(source)} characters; at most {MAX_SOURCE_CHARS})",
-            Span(filename, 1, 1, 1, 2, source),
+            Span(filename, 1, 1, 1, 2, shown),
         )
-    _check_nesting(source, filename)
+    _check_nesting(source, filename, shown)
     try:
         tree = _parser().parse(source, start=start)
     except lark.exceptions.UnexpectedInput as e:
-        raise _translate(e, source, filename) from None
+        raise _translate(e, source, filename, shown) from None
     try:
-        return _ToAst(source, filename).transform(tree)
+        return _ToAst(shown, filename).transform(tree)
     except lark.exceptions.VisitError as e:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None
@@ -95,13 +102,8 @@ def _parse(source: str, filename: str, start: str):
 
 
 # -- error translation -------------------------------------------------------------
-def _check_nesting(source: str, filename: str) -> None:
-    """Reject brackets nested deeper than MAX_NESTING, before lark sees them.
-
-    Deep nesting would make every later recursive pass (evaluation, equality of
-    AST nodes) fail with RecursionError; a located error is more useful.
-    """
-    depth = 0
+def _brackets(source: str) -> Iterator[tuple[str, int, int]]:
+    """Every bracket outside strings and comments, as ``(char, line, column)``."""
     line, col = 1, 0
     quote = None
     comment = False
@@ -121,15 +123,39 @@ def _check_nesting(source: str, filename: str) -> None:
             comment = True
         elif ch in "\"'":
             quote = ch
-        elif ch in "({":
+        elif ch in "(){}":
+            yield ch, line, col
+
+
+def _check_nesting(source: str, filename: str, shown: str) -> None:
+    """Reject brackets nested deeper than MAX_NESTING, before lark sees them.
+
+    Deep nesting would make every later recursive pass (evaluation, equality of
+    AST nodes) fail with RecursionError; a located error is more useful.
+    """
+    depth = 0
+    for ch, line, col in _brackets(source):
+        if ch in "({":
             depth += 1
             if depth > MAX_NESTING:
                 raise SpecError(
                     f"brackets are nested too deeply (more than {MAX_NESTING} levels)",
-                    Span(filename, line, col, line, col + 1, source),
+                    Span(filename, line, col, line, col + 1, shown),
                 )
-        elif ch in ")}":
+        else:
             depth = max(depth - 1, 0)
+
+
+def _unclosed(source: str, filename: str, shown: str) -> list[tuple[str, Span]]:
+    """Located notes for the brackets still open at the end of ``source``, innermost first."""
+    stack: list[tuple[str, int, int]] = []
+    for ch, line, col in _brackets(source):
+        if ch in "({":
+            stack.append((ch, line, col))
+        elif stack:
+            stack.pop()
+    return [(f"this '{ch}' is never closed", Span(filename, line, col, line, col + 1, shown))
+            for ch, line, col in reversed(stack[-3:])]
 
 
 def _describe_terminal(name: str) -> str:
@@ -164,9 +190,12 @@ def _describe_expected(expected: set[str]) -> str:
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _describe_token(token: lark.Token) -> str:
+def _describe_token(token: lark.Token, quote: bool = True) -> str:
     if token.type == "$END":
         return "end of input"
+    if not quote:  # a file that is not a spec: say what kind of token, never its text
+        return {"NAME": "a name", "NUMBER": "a number", "STRING": "a string"}.get(
+            token.type, "a symbol")
     if token.type == "NAME":
         return f"name '{token}'"
     if token.type == "NUMBER":
@@ -176,11 +205,11 @@ def _describe_token(token: lark.Token) -> str:
     return f"'{token}'"
 
 
-def _end_span(source: str, filename: str) -> Span:
+def _end_span(shown: str, filename: str, source: str) -> Span:
     lines = source.split("\n")
     line = len(lines)
     col = len(lines[-1]) + 1
-    return Span(filename, line, col, line, col + 1, source)
+    return Span(filename, line, col, line, col + 1, shown)
 
 
 def _printable(ch: str) -> str:
@@ -189,32 +218,41 @@ def _printable(ch: str) -> str:
     return f"{ch!r} (U+{ord(ch):04X})"
 
 
-def _translate(e: lark.exceptions.UnexpectedInput, source: str, filename: str) -> SpecError:
+def _translate(e: lark.exceptions.UnexpectedInput, source: str, filename: str,
+               shown: str) -> SpecError:
     if isinstance(e, lark.exceptions.UnexpectedCharacters):
         ch = source[e.pos_in_stream] if e.pos_in_stream < len(source) else ""
-        span = Span(filename, e.line, e.column, e.line, e.column + 1, source)
+        span = Span(filename, e.line, e.column, e.line, e.column + 1, shown)
         if ch in "\"'":
             return SpecError("unterminated string (strings end on the same line)", span)
+        if not shown and source:  # not a spec: do not show its characters
+            return SpecError("unexpected character (the file is not a spec: it is not shown)",
+                             span)
+        if ch and unicodedata.category(ch) == "Nd":
+            return SpecError(f"{_printable(ch)} (U+{ord(ch):04X}) is not an ASCII digit; "
+                             "numbers are written with the digits 0-9", span)
         return SpecError(f"unexpected character {_printable(ch)}", span)
     if isinstance(e, lark.exceptions.UnexpectedToken):
         token = e.token
         if token.type == "$END":
-            span = _end_span(source, filename)
+            span = _end_span(shown, filename, source)
         else:
             span = Span(filename, token.line, token.column, token.end_line, token.end_column,
-                        source)
-        msg = f"unexpected {_describe_token(token)}"
+                        shown)
+        msg = f"unexpected {_describe_token(token, bool(shown) or not source)}"
         # ``accepts`` is what the parser really takes here; ``expected`` (LALR lookaheads
         # of a state with default reductions) can list tokens that would fail a step later
         want = _describe_expected(set(getattr(e, "accepts", None) or e.expected or ()))
         if want:
             msg += f"; expected {want}"
-        return SpecError(msg, span)
+        related = _unclosed(source, filename, shown) if token.type == "$END" else []
+        return SpecError(msg, span, related=related)
     if isinstance(e, lark.exceptions.UnexpectedEOF):
         want = _describe_expected(set(e.expected or ()))
         msg = "unexpected end of input" + (f"; expected {want}" if want else "")
-        return SpecError(msg, _end_span(source, filename))
-    return SpecError(f"syntax error: {e}", _end_span(source, filename))  # pragma: no cover
+        return SpecError(msg, _end_span(shown, filename, source),
+                         related=_unclosed(source, filename, shown))
+    return SpecError(f"syntax error: {e}", _end_span(shown, filename, source))  # pragma: no cover
 
 
 # -- lark tree -> AST ----------------------------------------------------------------
@@ -241,8 +279,9 @@ class _ToAst(Transformer_NonRecursive):
     def number(self, meta, children):
         token = children[0]
         text = str(token)
-        if all(c.isdigit() for c in text):
-            if len(text) > 19 or int(text) > MAX_INT:
+        if text.isdigit():
+            digits = text.lstrip("0") or "0"  # leading zeros are fine: 007 is 7
+            if len(digits) > 19 or int(digits) > MAX_INT:
                 raise SpecError(f"integer {text[:20]}{'...' if len(text) > 20 else ''} is "
                                 "too large", self._tspan(token))
             value: int | float = int(text)
@@ -345,7 +384,14 @@ class _ToAst(Transformer_NonRecursive):
 
     def import_stmt(self, meta, children):
         token = children[0]
-        return ast.Import(str(token)[1:-1], span=self._span(meta))
+        path = str(token)[1:-1]
+        for i, ch in enumerate(path):
+            if ord(ch) < 32 or ord(ch) == 127:
+                col = token.column + 1 + i
+                raise SpecError(
+                    f"import path contains the control character {ch!r} (U+{ord(ch):04X})",
+                    Span(self.filename, token.line, col, token.line, col + 1, self.source))
+        return ast.Import(path, span=self._span(meta))
 
     def block_def(self, meta, children):
         token, params, body = children
