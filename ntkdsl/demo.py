@@ -26,7 +26,7 @@ import numpy as np
 from .diagnostics import InputError
 from .io import atomic_write
 
-#: the example specs used by default, relative to the repository's examples/specs
+#: the example specs used by default (shipped with the package; see find_specs_dir)
 DEFAULT_KERNEL_SPECS = (("fc_relu.ntk", "fc3", True), ("digits_cnn.ntk", "cnn_flatten", False))
 DEFAULT_TRAIN_SPEC = ("fc_relu.ntk", "fc1", True)
 #: every spec is compiled with one output per digit class
@@ -52,13 +52,26 @@ class DemoConfig:
 
 
 def find_specs_dir() -> Path:
-    """``examples/specs`` of the checkout ntkdsl runs from, or of the current directory."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+    """Where the demo's specs are: shipped with the package, else a checkout's examples/specs.
+
+    An installed wheel carries them as package data (``ntkdsl/specs/*.ntk``, copied
+    from ``examples/specs`` at build time); a checkout or an editable install reads
+    ``examples/specs`` beside the package, or under the current directory.
+    """
+    from importlib.resources import as_file, files
+
+    shipped = files("ntkdsl").joinpath("specs")
+    if shipped.is_dir():
+        with as_file(shipped) as d:  # a real folder for an unpacked install
+            if Path(d).is_dir():
+                return Path(d)
+    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
         d = base / "examples" / "specs"
         if d.is_dir():
             return d
     raise InputError(
-        "examples/specs not found: run from the repository or pass --specs-dir DIR"
+        "the demo's specs were not found (neither shipped with the package nor in "
+        "examples/specs): pass --specs-dir DIR"
     )
 
 
