@@ -7,16 +7,21 @@ This is the glue between the compiler (which knows the net) and
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 
+from ._x64 import float64
 from .diagnostics import InputError
 from .predict import KINDS, _dtype, _times, gradient_descent_mse_gp
 
 
+@float64
 def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rate: float = 1.0,
                      diag_reg: float = 0.0, loss: str = "total", compute_cov: bool = True,
-                     dtype=None):
+                     dtype=None, solver: str = "auto", solver_options=None,
+                     storage: str = "auto"):
     """A jitted ``(x_test, t) -> Gaussian(mean, cov)`` for a compiled model (eq. 13-16).
 
     The train-train kernels, their eigendecomposition and Cholesky factor are
@@ -33,6 +38,11 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
         learning_rate, diag_reg, loss: as :func:`gradient_descent_mse_gp`.
         compute_cov: also return the ``(m, m)`` covariance.
         dtype: default float64.
+        solver: ``"auto"``, ``"dense"``, ``"cg"`` or ``"lanczos"``; ``auto`` is dense
+            while the dense working set fits (``docs/solvers.md``). The iterative ones
+            write the train kernels tile by tile to temporary memory-mapped files
+            (``storage``: ``"auto"``, ``"float32"``, ``"float64"``) and are not jitted.
+        solver_options: dict of ``tol``, ``max_iter``, ``precond``, ``rank``.
 
     Returns:
         ``predict(x_test, t)`` returning :class:`Gaussian` with ``mean``
@@ -44,6 +54,16 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
 
     if kind not in KINDS:
         raise InputError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    from .solvers.select import choose_solver
+
+    chosen = choose_solver(solver, int(getattr(x_train, "shape", (len(x_train),))[0]))
+    if chosen != "dense":
+        from .solvers.model import iterative_model_predict_fn
+
+        return iterative_model_predict_fn(model, x_train, y_train, kind=kind,
+                                          learning_rate=learning_rate, diag_reg=diag_reg,
+                                          loss=loss, compute_cov=compute_cov, solver=chosen,
+                                          storage=storage, options=solver_options)
     dtype = _dtype(dtype)
     net = getattr(model, "net", model)
     x_train = jnp.asarray(check_inputs(net, x_train, None)[0], dtype)
@@ -55,13 +75,23 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
     p = get_plan(model, tuple(x_train.shape[1:]))
     n = x_train.shape[0]
 
-    @jax.jit
-    def fused(x_test, t):
-        m = x_test.shape[0]
-        kx = build_tile_fn(p, m, n, gets)(x_test, x_train)
-        k_tt = build_tile_fn(p, m, None, ("nngp",))(x_test)[0] if compute_cov else None
-        return dyn(t, kx[0], k_tt, kx[1] if kind == "ntk" else None)
+    # the train arrays are arguments, not closed-over constants: XLA would otherwise
+    # constant-fold the train-side kernel work at compile time (minutes for n ~ 1000)
+    spec = dyn.spec
+    train_arrays = (x_train, dyn.nngp_train_train, dyn.y_train, spec.kernel, spec.evals,
+                    spec.evecs, spec.chol)
 
+    @jax.jit
+    def fused(x_test, t, arrays):
+        xt, kk, y, kern_, evals, evecs, chol = arrays
+        d = replace(dyn, nngp_train_train=kk, y_train=y,
+                    spec=replace(spec, kernel=kern_, evals=evals, evecs=evecs, chol=chol))
+        m = x_test.shape[0]
+        kx = build_tile_fn(p, m, n, gets)(x_test, xt)
+        k_tt = build_tile_fn(p, m, None, ("nngp",))(x_test)[0] if compute_cov else None
+        return d(t, kx[0], k_tt, kx[1] if kind == "ntk" else None)
+
+    @float64
     def predict_fn(x_test, t):
         """Mean and covariance of the outputs on ``x_test`` at times ``t``."""
         x_test = jnp.asarray(check_inputs(net, x_test, None)[0], dtype)
@@ -70,7 +100,8 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
                              f" like x_train, got {x_test.shape}")
         t = jnp.asarray(t, dtype)
         _times(t, dtype)
-        return fused(x_test, t)
+        return fused(x_test, t, train_arrays)
 
     predict_fn.dynamics = dyn
+    predict_fn.solver = "dense"
     return predict_fn

@@ -48,9 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from ._x64 import float64
 from .diagnostics import InputError
-
-jax.config.update("jax_enable_x64", True)
 
 Array = Any
 
@@ -271,6 +270,7 @@ class Spectrum:
         return inv[:, None] * (self.evecs.T @ rhs)
 
 
+@float64
 def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k_train_train",
              warn: bool = True, source_dtype=None) -> Spectrum:
     """Regularise, eigendecompose and Cholesky-factor a train kernel, warning if ill-conditioned.
@@ -334,6 +334,7 @@ def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k
     return Spectrum(k, jnp.maximum(evals, 0), evecs, chol, condition)
 
 
+@float64
 def eta_critical(k_train_train, *, loss: str = "total", n_outputs: int = 1,
                  momentum: float = 0.0) -> float:
     """The paper's critical learning rate ``2 / (lambda_min + lambda_max)`` of the train kernel.
@@ -547,6 +548,7 @@ class MSEDynamics:
             a = a.reshape(a.shape[0], -1, self.n_outputs)
         return a.reshape(*shape, *a.shape[1:])
 
+    @float64
     def __call__(self, t, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         """Train (and test) outputs at times ``t`` (eq. 9-11).
 
@@ -614,6 +616,7 @@ class MSEDynamics:
         return jax.tree_util.tree_map(lambda a: a.reshape(*tshape, *a.shape[1:]), out)
 
 
+@float64
 def gradient_descent_mse(k_train_train, y_train, *, learning_rate: float = 1.0,
                          diag_reg: float = 0.0, loss: str = "total", optimizer: str = "flow",
                          momentum: float = 0.9, dtype=None) -> MSEDynamics:
@@ -700,6 +703,7 @@ def _objective_grad(objective):
                      f"got {objective!r}")
 
 
+@float64
 def gradient_flow(k_train_train, y_train, t, *, objective="cross_entropy", fx_train_0=0.0,
                   fx_test_0=None, k_test_train=None, learning_rate: float = 1.0,
                   loss: str = "total", max_step: float | None = None, dtype=None):
@@ -789,8 +793,10 @@ def gradient_flow(k_train_train, y_train, t, *, objective="cross_entropy", fx_tr
 
 # -- infinite-width predictive distributions: eq. 13-16 ------------------------------
 
+@float64
 def gp_inference(k_train_train, y_train, k_test_train, k_test_test=None, *,
-                 diag_reg: float = 0.0, dtype=None) -> Gaussian:
+                 diag_reg: float = 0.0, dtype=None, solver: str = "auto",
+                 solver_options=None) -> Gaussian:
     """The exact GP posterior of a kernel (eq. 13 with the NNGP kernel ``K``).
 
     ``mean = K_tX K^{-1} Y``, ``cov = K_tt - K_tX K^{-1} K_Xt`` (Cholesky solve).
@@ -801,10 +807,22 @@ def gp_inference(k_train_train, y_train, k_test_train, k_test_test=None, *,
         diag_reg: relative diagonal regulariser (the observation-noise variance
             ``diag_reg * trace(K) / n``).
         dtype: default float64.
+        solver: ``"auto"``, ``"dense"``, ``"cg"`` or ``"lanczos"`` (``docs/solvers.md``);
+            the iterative ones also take a memory-mapped/zarr kernel and return a
+            ``SolvedGaussian`` whose ``.solver`` names the method.
+        solver_options: dict of ``tol``, ``max_iter``, ``precond``, ``rank`` (iterative).
 
     Returns:
         :class:`Gaussian` ``(mean (m, k), cov (m, m) or None)``.
     """
+    from .solvers.select import resolve_for
+
+    chosen = resolve_for(solver, k_train_train)
+    if chosen != "dense":
+        from .solvers.gp import iterative_gp_inference
+
+        return iterative_gp_inference(k_train_train, y_train, k_test_train, k_test_test,
+                                      diag_reg=diag_reg, solver=chosen, options=solver_options)
     dtype = _dtype(dtype)
     spec = spectrum(k_train_train, diag_reg=diag_reg, dtype=dtype)
     y = _targets(y_train, spec.n, dtype)
@@ -829,12 +847,14 @@ class GPDynamics:
     ``K_tt - K_tX K^{-1} (I - e^{-2 eta K t}) K_Xt`` (eq. 13 at ``t = inf``).
     """
 
+    solver = "dense"  # which method (the iterative counterpart says "cg"/"lanczos")
     kind: str
     spec: Spectrum  # of Theta (ntk) or K (nngp), regularised
     nngp_train_train: jax.Array
     y_train: jax.Array
     eta: float
 
+    @float64
     def __call__(self, t, nngp_test_train, nngp_test_test=None, ntk_test_train=None):
         """Mean and covariance of the test outputs at times ``t``.
 
@@ -898,11 +918,19 @@ class GPDynamics:
         return Gaussian(mean.reshape(*tshape, *mean.shape[1:]), cov)
 
 
+@float64
 def gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_train=None,
                             kind: str = "ntk", learning_rate: float = 1.0,
                             diag_reg: float = 0.0, loss: str = "total",
-                            dtype=None) -> GPDynamics:
+                            dtype=None, solver: str = "auto",
+                            solver_options=None) -> GPDynamics:
     """The infinite-width predictive distribution under MSE gradient flow (eq. 13-16).
+
+    ``solver``: ``"auto"`` (dense when it fits, see ``docs/solvers.md``), ``"dense"``,
+    ``"cg"`` or ``"lanczos"``; the iterative ones return an
+    ``ntkdsl.solvers.IterativeGPDynamics`` (same call; kernels may be memory-mapped
+    or zarr arrays) and take ``solver_options`` (``tol``, ``max_iter``, ``precond``,
+    ``rank``). The result's ``.solver`` says which was used.
 
     Arguments:
         nngp_train_train: ``K(X, X)`` ``(n, n)``.
@@ -919,6 +947,16 @@ def gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_train=None,
     """
     if kind not in KINDS:
         raise InputError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    from .solvers.select import resolve_for
+
+    chosen = resolve_for(solver, nngp_train_train)
+    if chosen != "dense":
+        from .solvers.gp import iterative_gradient_descent_mse_gp
+
+        return iterative_gradient_descent_mse_gp(
+            nngp_train_train, y_train, ntk_train_train=ntk_train_train, kind=kind,
+            learning_rate=learning_rate, diag_reg=diag_reg, loss=loss, solver=chosen,
+            options=solver_options)
     dtype = _dtype(dtype)
     kk = _square(nngp_train_train, "nngp_train_train", dtype)
     check_symmetric(kk, "nngp_train_train", getattr(nngp_train_train, "dtype", None))

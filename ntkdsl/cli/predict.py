@@ -56,6 +56,9 @@ def add_parser(subparsers) -> None:
                    help="compute precision (default float64)")
     p.add_argument("--float32", action="store_const", const="float32", dest="dtype",
                    help="the same as --dtype float32")
+    p.add_argument("--solver", choices=("auto", "dense", "cg", "lanczos"), default="auto",
+                   help="dense eigendecomposition, or iterative (kernels tiled to disk); "
+                        "auto: dense while it fits in memory (docs/solvers.md)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz",
                    help="output file; see docs/cli.md for the rules")
     p.set_defaults(run=run)
@@ -143,6 +146,14 @@ def _check_mode(args) -> bool:
     return False
 
 
+def _solver_note(out) -> str:
+    info = getattr(out, "info", None)
+    if not info:
+        return ""
+    return " (" + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in info.items() if k != "solver") + ")"
+
+
 def run(args: argparse.Namespace) -> int:
     """Compute and save the predictive mean and covariance; returns the exit status."""
     from ..io import output_path, save_npz
@@ -164,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
             y_train = _targets(args.y_train, kt["nngp"].shape[0], "--k-train-train", dtype)
             dyn = gradient_descent_mse_gp(kt["nngp"], y_train, ntk_train_train=kt.get("ntk"),
                                           kind=args.kind, learning_rate=args.learning_rate,
-                                          diag_reg=args.diag_reg, loss=args.loss, dtype=dtype)
+                                          diag_reg=args.diag_reg, loss=args.loss, dtype=dtype,
+                                          solver=args.solver)
             out = dyn(times, kx["nngp"], ktt, kx.get("ntk"))
         else:
             from ..model import Model
@@ -178,8 +190,11 @@ def run(args: argparse.Namespace) -> int:
                                dtype)
             fn = model_predict_fn(Model(net), x_train, y_train, kind=args.kind,
                                   learning_rate=args.learning_rate, diag_reg=args.diag_reg,
-                                  loss=args.loss, dtype=dtype)
+                                  loss=args.loss, dtype=dtype, solver=args.solver)
             out = fn(x_test, times)
+            dyn = fn
+    print(f"ntkdsl predict: solver {getattr(dyn, 'solver', 'dense')}"
+          f"{_solver_note(out)}", file=sys.stderr)
     for w in caught:
         print(f"ntkdsl predict: warning: {w.message}", file=sys.stderr)
     arrays = {"mean": np.asarray(out.mean)}

@@ -1,0 +1,138 @@
+"""Iterative predictions of a compiled model: the train kernels tile by tile on disk.
+
+:func:`iterative_model_predict_fn` is what ``Model.predict_fn`` / ``ntkdsl
+predict`` use when the solver is ``"cg"`` or ``"lanczos"``: the train kernels
+are computed by ``model.kernel_fn`` on blocks of rows (upper-triangle blocks,
+mirrored) and written into memory-mapped ``.npy`` files in a temporary folder,
+so memory stays bounded by one block whatever ``n`` is; the solvers then stream
+them (:class:`ntkdsl.solvers.operators.ArrayOperator`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+
+import numpy as np
+
+from ..diagnostics import InputError
+from .gp import iterative_gradient_descent_mse_gp
+from .operators import available_memory
+
+STORAGES = ("auto", "float32", "float64")
+
+
+def storage_dtype(storage: str, n: int, n_kernels: int):
+    """``"auto"``: float64 unless the kernels would take over a quarter of available memory.
+
+    Arguments:
+        storage: ``"auto"``, ``"float32"`` or ``"float64"``; n: points; n_kernels: 1 or 2.
+
+    Returns:
+        ``np.float32`` or ``np.float64``.
+    """
+    if storage not in STORAGES:
+        raise InputError(f"storage: expected one of {', '.join(STORAGES)}, got {storage!r}")
+    if storage != "auto":
+        return np.dtype(storage).type
+    return np.float64 if n_kernels * n * n * 8 <= available_memory() // 4 else np.float32
+
+
+def train_kernels_to_disk(model, x_train, gets, folder, *, dtype=np.float64,
+                          block_rows: int | None = None) -> dict:
+    """Compute ``K(X, X)`` for each of ``gets`` into ``folder/<get>.npy``, block by block.
+
+    Arguments:
+        model: a compiled :class:`ntkdsl.Model`; x_train: ``(n, ...)`` inputs.
+        gets: ``("nngp",)`` or ``("nngp", "ntk")``.
+        folder: where the ``.npy`` files go.
+        dtype: storage dtype (tiles are computed in float64 and cast).
+        block_rows: rows per tile (default: about 64 MiB of float64 per kernel).
+
+    Returns:
+        ``{get: read-only memory-mapped array}``.
+    """
+    import jax
+
+    x = np.asarray(x_train)
+    n = x.shape[0]
+    b = block_rows or max(1, min(n, (64 * 2**20) // (8 * n)))
+    outs = {g: np.lib.format.open_memmap(f"{folder}/{g}.npy", mode="w+", dtype=dtype,
+                                         shape=(n, n)) for g in gets}
+    for i0 in range(0, n, b):
+        i1 = min(n, i0 + b)
+        with jax.enable_x64(True):
+            k = model.kernel_fn(x[i0:i1], x[i0:], tuple(gets), dtype=np.float64,
+                                progress=False)
+        for g in gets:
+            tile = np.asarray(getattr(k, g))
+            if not np.all(np.isfinite(tile)):
+                raise InputError(f"{g}_train_train: the kernel has NaN/inf entries in rows "
+                                 f"{i0}:{i1}")
+            outs[g][i0:i1, i0:] = tile
+            outs[g][i0:, i0:i1] = tile.T
+    for g in gets:
+        outs[g].flush()
+        del outs[g]
+    return {g: np.load(f"{folder}/{g}.npy", mmap_mode="r") for g in gets}
+
+
+def iterative_model_predict_fn(model, x_train, y_train, *, kind: str = "ntk",
+                               learning_rate: float = 1.0, diag_reg: float = 0.0,
+                               loss: str = "total", compute_cov: bool = True,
+                               solver: str = "cg", storage: str = "auto", options=None,
+                               workdir: str | None = None):
+    """``(x_test, t) -> SolvedGaussian`` by iterative solvers, kernels on disk.
+
+    Arguments:
+        model, x_train, y_train, kind, learning_rate, diag_reg, loss, compute_cov: as
+            :func:`ntkdsl.model_predict.model_predict_fn`.
+        solver: ``"cg"`` or ``"lanczos"``.
+        storage: dtype of the stored train kernels (:func:`storage_dtype`).
+        options: :class:`ntkdsl.solvers.SolverOptions` or a dict.
+        workdir: folder for the temporary kernel files (default: the system's temp
+            folder); they are removed when the returned function is garbage collected.
+
+    Returns:
+        ``predict(x_test, t)``; attributes ``dynamics``, ``solver``, ``storage``.
+    """
+    from ..compiler.inputs import check_inputs
+
+    net = getattr(model, "net", model)
+    x_train = np.asarray(check_inputs(net, x_train, None)[0], np.float64)
+    n = x_train.shape[0]
+    gets = ("nngp", "ntk") if kind == "ntk" else ("nngp",)
+    dtype = storage_dtype(storage, n, len(gets))
+    folder = tempfile.mkdtemp(prefix="ntkdsl-kernels-", dir=workdir)
+    try:
+        arrays = train_kernels_to_disk(model, x_train, gets, folder, dtype=dtype)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    dyn = iterative_gradient_descent_mse_gp(
+        arrays["nngp"], y_train, ntk_train_train=arrays.get("ntk"), kind=kind,
+        learning_rate=learning_rate, diag_reg=diag_reg, loss=loss, solver=solver,
+        options=options)
+
+    def predict_fn(x_test, t):
+        """Mean and covariance of the outputs on ``x_test`` at times ``t``."""
+        import jax
+
+        x_test = np.asarray(check_inputs(net, x_test, None)[0], np.float64)
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise InputError(f"x_test: expected shape (m, {', '.join(map(str, x_train.shape[1:]))})"
+                             f" like x_train, got {x_test.shape}")
+        with jax.enable_x64(True):
+            kx = model.kernel_fn(x_test, x_train, gets, dtype=np.float64, progress=False)
+            k_tt = (np.asarray(model.kernel_fn(x_test, None, "nngp", dtype=np.float64,
+                                               progress=False)) if compute_cov else None)
+        return dyn(t, np.asarray(kx.nngp), k_tt,
+                   np.asarray(kx.ntk) if kind == "ntk" else None)
+
+    predict_fn.dynamics = dyn
+    predict_fn.solver = solver
+    predict_fn.storage = np.dtype(dtype).name
+    predict_fn.kernel_folder = folder
+    weakref.finalize(predict_fn, shutil.rmtree, folder, True)
+    return predict_fn
