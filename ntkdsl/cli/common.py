@@ -12,13 +12,17 @@ from ..diagnostics import InputError
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+def add_spec_arguments(parser: argparse.ArgumentParser, *, spec_help: str = "the spec file (.ntk)",
+                       spec_required: bool = True) -> None:
     """Add ``SPEC``, ``--net NAME`` and ``--set NAME=VALUE`` (repeatable) to ``parser``.
 
     Arguments:
         parser: a subcommand's parser.
+        spec_help: the help text of ``SPEC``.
+        spec_required: ``False`` makes ``SPEC`` optional (``None`` when not given).
     """
-    parser.add_argument("spec", metavar="SPEC", help="the spec file (.ntk)")
+    parser.add_argument("spec", metavar="SPEC", help=spec_help,
+                        nargs=None if spec_required else "?", default=None)
     parser.add_argument("--net", metavar="NAME", default=None,
                         help="which net of the file (needed when it holds several)")
     parser.add_argument("--allow-import-from", metavar="DIR", action="append", default=[],
@@ -72,3 +76,47 @@ def load_net(args: argparse.Namespace) -> Net:
     overrides = parse_set_options(getattr(args, "set", []))
     return load(args.spec, net=getattr(args, "net", None),
                 allow_import_from=getattr(args, "allow_import_from", None), **overrides)
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number >= 1 (the option is named by argparse)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def load_input(path: str, flag: str, net: Net, dtype, like=None, like_flag: str = "",
+               rows: str = "n"):
+    """Read an input array for ``net`` from ``path``, checked and cast to ``dtype``.
+
+    Arguments:
+        path: the ``.npy`` file.
+        flag: the option that named it (messages name it so: ``--x-test``).
+        net: the net the inputs are for (its input rules, see ``check_inputs``).
+        dtype: the compute dtype (values that overflow or underflow in the cast are refused).
+        like, like_flag: an array (and its option) whose per-input shape this one must share.
+        rows: the name of the batch axis in that message (``"n2"``, ``"m"``).
+
+    Returns:
+        The array, of ``dtype``.
+
+    Raises:
+        InputError: naming ``flag``.
+    """
+    from ..compiler.inputs import check_inputs
+    from ..io import check_cast, load_array
+
+    a = check_cast(load_array(path, flag), dtype, flag)
+    try:
+        check_inputs(net, a, None)
+    except InputError as e:
+        msg = str(e)
+        raise InputError(flag + msg[2:] if msg.startswith("x1") else f"{flag}: {msg}") from None
+    if like is not None and a.shape[1:] != like.shape[1:]:
+        raise InputError(f"{flag} has shape {a.shape}, but {like_flag} has shape {like.shape}: "
+                         f"expected ({rows}, {', '.join(map(str, like.shape[1:]))})")
+    return a
