@@ -238,12 +238,13 @@ def run(cfg: DemoConfig, log=print) -> dict:
     if not cfg.widths or min(cfg.widths) < 1:
         raise InputError(f"--widths: expected positive integers, got {cfg.widths}")
     specs_dir = cfg.specs_dir or find_specs_dir()
-    from tqdm.auto import tqdm
+    from .io import progress_bar
 
-    # one bar over the long stages (each kernel spec, each width's training), with ETA
-    bar = tqdm(total=len(cfg.kernel_specs) + len(cfg.widths), desc="ntkdsl demo", unit="stage",
-               disable=not cfg.progress, leave=False)
-    if cfg.progress and log is print:
+    # one bar over the long stages (each kernel spec, each width's training), with ETA;
+    # drawn only on a terminal
+    bar = progress_bar(len(cfg.kernel_specs) + len(cfg.widths), "ntkdsl demo",
+                       None if cfg.progress else False, unit="stage")
+    if not bar.disable and log is print:
         log = bar.write  # keeps the bar below the printed lines
     t_start = time.perf_counter()
     data = load_digits(cfg.n_train, cfg.n_test, seed=cfg.seed)
