@@ -47,6 +47,10 @@ _EXPORTS: dict[str, str] = {
     "gradient_descent_mse_gp": "ntkdsl.predict",
     "train": "ntkdsl.training",
     "load_digits": "ntkdsl.data",
+    # signal propagation (docs/analyze.md)
+    "analyze": "ntkdsl.signal",
+    # kernel stores (zarr, resumable, computed tile by tile)
+    "open_kernel": "ntkdsl.store",
 }
 
 __all__ = ["InputError", "SpecError", "__version__", *_EXPORTS]
