@@ -121,7 +121,7 @@ def resolve_shape(net: Net, given: tuple[int, ...] | None) -> tuple[int, ...] | 
         return given
     if given is None:
         return None if -1 in declared else declared
-    if len(given) != len(declared) or any(d not in (-1, g) for d, g in zip(given, declared)):
+    if len(given) != len(declared) or any(d not in (-1, g) for d, g in zip(declared, given)):
         shown = ", ".join(map(str, declared)) + ("," if len(declared) == 1 else "")
         raise InputError(f"--input-shape {','.join(map(str, given))} does not fit net "
                          f"'{net.name}', which declares Input(({shown}))")

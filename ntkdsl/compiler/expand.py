@@ -384,6 +384,9 @@ def check_params(params: tuple[ast.Param, ...], kind: str, owner: str) -> None:
         if p.name in BUILTINS:
             raise SpecError(f"'{p.name}' is a built-in layer; a parameter cannot use that name",
                             p.span)
+        if p.name in RESERVED:
+            raise SpecError(f"'{p.name}' is a statement of the language; a parameter cannot "
+                            "use that name", p.span)
         seen.add(p.name)
         if p.default is None:
             if kind == "net":
