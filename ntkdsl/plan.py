@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .diagnostics import InputError
-from .store import blocks, tile_indices
 
 #: most rows per tile: bigger tiles save little and make resuming coarse
 MAX_TILE = 2048
@@ -180,12 +179,19 @@ def makespan(costs: list[float], workers: int) -> float:
     """Wall time of greedy list scheduling of ``costs`` (in order) on ``workers`` workers."""
     if workers <= 1:
         return float(sum(costs))
-    if len(costs) > 200_000:  # the bound is tight for many small tiles
-        return max(sum(costs) / workers, max(costs, default=0.0))
     heap = [0.0] * workers
     for t in costs:
         heapq.heapreplace(heap, heap[0] + t)
     return max(heap)
+
+
+def _makespan_counts(groups: list[tuple[int, float]], workers: int) -> float:
+    """:func:`makespan` of ``count`` tiles of each ``cost``; a tight bound for many tiles."""
+    total = sum(n * c for n, c in groups)
+    if sum(n for n, _ in groups) > 100_000 or workers <= 1:
+        return total if workers <= 1 else max(total / workers,
+                                              max((c for n, c in groups if n), default=0))
+    return makespan([c for n, c in groups for _ in range(n)], workers)
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,8 @@ class Plan:
         tile_bytes: modelled peak memory of one tile.
         memory: memory per worker assumed.
         calibration: the timing run (``None`` when not calibrated).
-        tile_costs: predicted seconds of every tile, in order (empty if not calibrated).
+        tile_costs: ``(count, predicted seconds)`` of the diagonal and the other tiles
+            (empty when not calibrated).
     """
 
     n1: int
@@ -217,18 +224,21 @@ class Plan:
     tile_bytes: int
     memory: int
     calibration: Calibration | None
-    tile_costs: tuple[float, ...] = ()
+    tile_costs: tuple[tuple[int, float], ...] = ()
 
     @property
     def compute_seconds(self) -> float | None:
         """Predicted total compute (one worker, excluding compilation)."""
-        return None if self.calibration is None else float(sum(self.tile_costs))
+        if self.calibration is None:
+            return None
+        return float(sum(n * c for n, c in self.tile_costs))
 
     def wall_seconds(self, workers: int) -> float | None:
         """Predicted wall time on ``workers`` workers, each compiling once."""
         if self.calibration is None:
             return None
-        return self.calibration.compile_seconds + makespan(list(self.tile_costs), workers)
+        return self.calibration.compile_seconds + _makespan_counts(list(self.tile_costs),
+                                                                   workers)
 
     def render(self, workers: int = 1) -> str:
         """The plan as text for the terminal."""
@@ -324,11 +334,17 @@ def make_plan(model, n: int, input_shape: tuple[int, ...], *, n2: int | None = N
     b = tile if tile is not None else choose_tile(model, input_shape, n, m, sym, itemsize,
                                                   workers=workers, memory=mem)
     b1, b2 = min(b, n), min(b, m)
-    nb = (len(blocks(n, b1)), len(blocks(m, b2)))
-    tiles = tile_indices(nb[0], nb[1], sym)
+    nb = (math.ceil(n / b1), math.ceil(m / b2))
+    n_diag = nb[0] if sym else 0
+    n_tiles = nb[0] * (nb[0] + 1) // 2 if sym else nb[0] * nb[1]
     tile_bytes, _ = _memory_model(model, input_shape)
+    peak = tile_bytes(b1, b2, False, itemsize)
+    if peak > mem:
+        raise InputError(f"a tile of {b1} x {b2} needs about {_bytes(peak)} (modelled), more "
+                         f"than the {_bytes(mem)} per worker: give more --memory or a "
+                         "smaller --batch-size")
     cal = None
-    costs: tuple[float, ...] = ()
+    costs: tuple[tuple[int, float], ...] = ()
     if calibrate_time:
         import jax
 
@@ -337,9 +353,8 @@ def make_plan(model, n: int, input_shape: tuple[int, ...], *, n2: int | None = N
             cal = calibrate(model, input_shape, max(b1, b2), dtype, gets)
             grid = cal.grid_time(b1, b2)
             diag = cal.diag_time(b1)
-            costs = tuple(diag if sym and i == j else grid for i, j in tiles)
+            costs = ((n_diag, diag), (n_tiles - n_diag, grid))
     return Plan(n1=n, n2=m, symmetric=sym, input_shape=input_shape, dtype=dtype,
-                gets=tuple(gets), device=device, tile=b, blocks=nb, tiles=len(tiles),
-                disk_bytes=len(gets) * n * m * itemsize,
-                tile_bytes=tile_bytes(b1, b2, False, itemsize), memory=mem,
+                gets=tuple(gets), device=device, tile=b, blocks=nb, tiles=n_tiles,
+                disk_bytes=len(gets) * n * m * itemsize, tile_bytes=peak, memory=mem,
                 calibration=cal, tile_costs=costs)
