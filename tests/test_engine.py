@@ -123,7 +123,7 @@ def test_driver_killed_then_rerun_computes_only_missing_tiles(tmp_path, x, refer
         open_kernel(tmp_path / "k.zarr")
 
     proc = _run_cli(args, tmp_path)
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     m = re.search(r"(\d+) already done, computing (\d+)", err)
     assert m, err
