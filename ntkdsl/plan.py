@@ -125,8 +125,8 @@ class Calibration:
 
 def calibrate(model, input_shape: tuple[int, ...], tile: int, dtype: str = "float64",
               gets: tuple[str, ...] = ("nngp", "ntk"), *,
-              target_seconds: float = CALIBRATION_SECONDS, max_size: int = 256,
-              seed: int = 0) -> Calibration:
+              target_seconds: float = CALIBRATION_SECONDS, start: int = 8,
+              max_size: int = 256, seed: int = 0) -> Calibration:
     """Time a few tiles on random inputs, growing the tile until one takes ``target_seconds``.
 
     Arguments:
@@ -136,6 +136,7 @@ def calibrate(model, input_shape: tuple[int, ...], tile: int, dtype: str = "floa
         dtype: ``"float64"`` or ``"float32"``.
         gets: which kernels.
         target_seconds: stop growing once an off-diagonal tile takes this long.
+        start: the first calibration tile's rows.
         max_size: stop growing at this many rows.
         seed: seed of the random inputs.
 
@@ -149,7 +150,7 @@ def calibrate(model, input_shape: tuple[int, ...], tile: int, dtype: str = "floa
     rng = np.random.default_rng(seed)
     sizes, grid, diag = [], [], []
     compile_s = 0.0
-    c = min(8, tile)
+    c = max(1, min(start, tile, max_size))
     while True:
         xa = rng.standard_normal((c, *input_shape))
         xb = rng.standard_normal((c, *input_shape))
@@ -293,7 +294,8 @@ def _secs(s: float | None) -> str:
 def make_plan(model, n: int, input_shape: tuple[int, ...], *, n2: int | None = None,
               dtype: str = "float64", gets: tuple[str, ...] = ("nngp", "ntk"),
               device: str = "cpu", workers: int = 1, tile: int | None = None,
-              memory: int | None = None, calibrate_time: bool = True) -> Plan:
+              memory: int | None = None, calibrate_time: bool = True,
+              calibration_rows: int | None = None) -> Plan:
     """Plan a kernel job of ``n`` (by ``n2``) inputs of ``input_shape``.
 
     Arguments:
@@ -309,6 +311,9 @@ def make_plan(model, n: int, input_shape: tuple[int, ...], *, n2: int | None = N
         tile: rows per tile (default: :func:`choose_tile`).
         memory: bytes per worker (default: available memory / workers).
         calibrate_time: run the calibration (else no time estimate).
+        calibration_rows: time tiles of only this many rows (for nets whose
+            small tiles already take long); default: grow from 8 rows until a
+            tile takes :data:`CALIBRATION_SECONDS`.
 
     Returns:
         The :class:`Plan`.
@@ -350,7 +355,11 @@ def make_plan(model, n: int, input_shape: tuple[int, ...], *, n2: int | None = N
 
         backend = jax.default_backend()
         if (device == "cpu") == (backend == "cpu"):
-            cal = calibrate(model, input_shape, max(b1, b2), dtype, gets)
+            if calibration_rows is None:
+                cal = calibrate(model, input_shape, max(b1, b2), dtype, gets)
+            else:
+                cal = calibrate(model, input_shape, max(b1, b2), dtype, gets,
+                                start=calibration_rows, max_size=calibration_rows)
             grid = cal.grid_time(b1, b2)
             diag = cal.diag_time(b1)
             costs = ((n_diag, diag), (n_tiles - n_diag, grid))

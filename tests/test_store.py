@@ -252,3 +252,26 @@ def test_cli_store_errors_keep_the_store(tmp_path, xs):
     assert r.returncode == 2 and "not an ntkdsl kernel store" in r.stderr
     assert json.loads((tmp_path / "z.zarr" / "zarr.json").read_text())["attributes"] == {
         "other": 1}
+
+
+def test_predict_reads_stores_like_npz(tmp_path, fc):
+    rng = np.random.default_rng(5)
+    xtr, xte = rng.standard_normal((20, 6)), rng.standard_normal((7, 6))
+    y = rng.standard_normal((20, 2))
+    np.save(tmp_path / "y.npy", y)
+    compute_kernel_store(fc, xtr, None, tmp_path / "k.zarr", tile_size=8)
+    compute_kernel_store(fc, xte, xtr, tmp_path / "kt.zarr", tile_size=8)
+    k = open_kernel(tmp_path / "k.zarr")
+    kt = open_kernel(tmp_path / "kt.zarr")
+    np.savez(tmp_path / "k.npz", nngp=np.asarray(k.nngp[...]), ntk=np.asarray(k.ntk[...]))
+    np.savez(tmp_path / "kt.npz", nngp=np.asarray(kt.nngp[...]), ntk=np.asarray(kt.ntk[...]))
+    outs = {}
+    for kind in ("zarr", "npz"):
+        r = _cli("predict", "--k-train-train", f"k.{kind}", "--k-test-train", f"kt.{kind}",
+                 "--y-train", "y.npy", "--time", "1,inf", "--diag-reg", "1e-6",
+                 "-o", f"out_{kind}.npz", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        with np.load(tmp_path / f"out_{kind}.npz") as f:
+            outs[kind] = f["mean"]
+    assert outs["zarr"].shape == (2, 7, 2) and np.all(np.isfinite(outs["zarr"]))
+    assert np.array_equal(outs["zarr"], outs["npz"])

@@ -35,6 +35,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--memory", type=float, metavar="GIB",
                    help="memory per worker in GiB (default: this machine's available memory "
                         "divided by --workers)")
+    p.add_argument("--calibration-rows", type=positive_int, metavar="C",
+                   help="time tiles of only C rows (default: grow from 8 rows until a tile "
+                        "takes 0.5 s); for nets whose small tiles are already slow")
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip the timing run (sizes only)")
     p.set_defaults(run=run)
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(model, args.n, shape, n2=args.n2, dtype=args.dtype, gets=get,
                      device=args.device, workers=args.workers, tile=args.batch_size,
                      memory=None if args.memory is None else int(args.memory * 2**30),
-                     calibrate_time=not args.no_calibrate)
+                     calibrate_time=not args.no_calibrate,
+                     calibration_rows=args.calibration_rows)
     print(plan.render(args.workers))
     return 0
