@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     x2 = None if args.x2 is None else load_input(args.x2, "--x2", net, args.dtype, x1, "--x1",
                                                  rows="n2")
     model = Model(net)
+    from ..signal import warn_if_deep
+    warn_if_deep(model)  # one line on stderr when the depth makes the kernels degenerate
     # None lets the kernel code decide by the number of tiles; never a bar off a terminal
     progress = None if not args.no_progress and progress_enabled(None) else False
     k = model.kernel_fn(x1, x2, get, dtype=args.dtype, batch_size=args.batch_size,

@@ -183,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
             from ..model_predict import model_predict_fn
 
             net = load_net(args)
+            from ..signal import warn_if_deep
+            warn_if_deep(net)  # one line on stderr when the depth makes the kernels degenerate
             x_train = load_input(args.x_train, "--x-train", net, dtype)
             x_test = load_input(args.x_test, "--x-test", net, dtype, x_train, "--x-train",
                                 rows="m")

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..diagnostics import InputError
 from . import maps
-from .chain import Block, Chain, NotCovered, find_chain
+from .chain import Block, Chain, find_chain
 
 #: the correlations of the default input pairs (unit variances) when no inputs are given
 DEFAULT_CORRELATIONS = (-0.5, 0.0, 0.5, 0.9, 0.99)
@@ -492,22 +492,22 @@ def warn_if_deep(model, file=None) -> str | None:
     theory, or any failure, prints nothing.
 
     Arguments:
-        model: a compiled :class:`ntkdsl.Model`.
+        model: a compiled :class:`ntkdsl.Model` (or its :class:`ntkdsl.Net`).
         file: where to print (default: ``sys.stderr``).
 
     Returns:
         The line printed, or ``None``.
     """
     import sys
+    from types import SimpleNamespace
 
     try:
-        a = analyze(model, closed_form=False, kernels=False)
-    except NotCovered:
-        return None
+        target = model if hasattr(model, "net") else SimpleNamespace(net=model)
+        a = analyze(target, closed_form=False, kernels=False)
+        if not a.warnings:
+            return None
+        line = f"ntkdsl: warning: {a.warnings[0]} (see `ntkdsl analyze`)"
+        print(line, file=file if file is not None else sys.stderr)
+        return line
     except Exception:  # a warning must never break the command it decorates
         return None
-    if not a.warnings:
-        return None
-    line = f"ntkdsl: warning: {a.warnings[0]} (see `ntkdsl analyze`)"
-    print(line, file=file if file is not None else sys.stderr)
-    return line

@@ -127,7 +127,8 @@ def find_chain(net) -> Chain:
     Raises:
         NotCovered: a Residual, a layer the maps do not know, a nonlinearity not
             directly after an affine layer, no block at all, or pooling in the middle of
-            the repeated part (more blocks after the first AvgPool than before it).
+            the repeated part (a single block, then AvgPool, then more blocks: the maps
+            would follow one layer of a deep net).
     """
     layers: list = []
     _flat(net.body, layers)
@@ -175,7 +176,7 @@ def find_chain(net) -> Chain:
         )
     rest = items[n_lead:]
     later_blocks = sum(isinstance(it, Block) for it in rest)
-    if later_blocks > n_lead and any(isinstance(it, AvgPool) for it in rest):
+    if n_lead == 1 and later_blocks and any(isinstance(it, AvgPool) for it in rest):
         raise NotCovered(
             f"ntkdsl analyze: AvgPool in the middle of the repeated part (after block {n_lead} "
             f"of {n_lead + later_blocks}): pooling mixes positions, which the mean-field maps "
