@@ -100,27 +100,33 @@ class Calibration:
     compile_seconds: float
     backend: str
 
-    def _fit(self, seconds: tuple[float, ...], entries) -> tuple[float, float]:
-        """``(a, beta)`` of ``t = a + beta * entries`` through the last two sizes."""
-        if len(self.sizes) == 1:
-            return 0.0, seconds[0] / entries(self.sizes[0])
-        (c1, c2), (t1, t2) = self.sizes[-2:], seconds[-2:]
-        e1, e2 = entries(c1), entries(c2)
-        beta = max((t2 - t1) / (e2 - e1), 0.0) if e2 != e1 else t2 / e2
-        if beta == 0.0:
-            beta = t2 / e2
-        a = max(t2 - beta * e2, 0.0)
-        return a, beta
+    def _fit(self, seconds: tuple[float, ...], features) -> np.ndarray:
+        """Non-negative least squares of ``seconds`` on ``features(size)`` over all sizes."""
+        X = np.array([features(c) for c in self.sizes], float)
+        y = np.asarray(seconds, float)
+        keep = list(range(X.shape[1]))[-len(y):]  # no more terms than measurements
+        while keep:
+            coef, *_ = np.linalg.lstsq(X[:, keep], y, rcond=None)
+            if np.all(coef >= 0):
+                out = np.zeros(X.shape[1])
+                out[keep] = coef
+                return out
+            keep.pop(int(np.argmin(coef)))
+        return np.zeros(X.shape[1])
 
     def grid_time(self, b1: int, b2: int) -> float:
-        """Predicted seconds of an off-diagonal tile of ``b1 x b2``."""
-        a, beta = self._fit(self.grid_seconds, lambda c: c * c)
-        return a + beta * b1 * b2
+        """Predicted seconds of an off-diagonal tile of ``b1 x b2``.
+
+        Fitted as ``a + gamma * (b1 + b2) + beta * b1 * b2``: a fixed cost, a
+        per-input cost (each input's own covariances) and a per-entry cost.
+        """
+        coef = self._fit(self.grid_seconds, lambda c: (1.0, 2.0 * c, c * c))
+        return float(coef @ (1.0, b1 + b2, b1 * b2))
 
     def diag_time(self, b: int) -> float:
         """Predicted seconds of a diagonal tile of ``b`` rows (x with itself)."""
-        a, beta = self._fit(self.diag_seconds, lambda c: c * (c + 1) / 2)
-        return a + beta * b * (b + 1) / 2
+        coef = self._fit(self.diag_seconds, lambda c: (1.0, c, c * (c + 1) / 2))
+        return float(coef @ (1.0, b, b * (b + 1) / 2))
 
 
 def calibrate(model, input_shape: tuple[int, ...], tile: int, dtype: str = "float64",
@@ -128,6 +134,11 @@ def calibrate(model, input_shape: tuple[int, ...], tile: int, dtype: str = "floa
               target_seconds: float = CALIBRATION_SECONDS, start: int = 8,
               max_size: int = 256, seed: int = 0) -> Calibration:
     """Time a few tiles on random inputs, growing the tile until one takes ``target_seconds``.
+
+    At least three sizes are timed (when the tile allows), for the three terms
+    of :meth:`Calibration.grid_time`. On a CPU the clock is this process's CPU
+    time: it is what a single-threaded worker on an idle core takes, whatever
+    the load on this machine while calibrating.
 
     Arguments:
         model: a :class:`ntkdsl.Model`.
@@ -151,25 +162,26 @@ def calibrate(model, input_shape: tuple[int, ...], tile: int, dtype: str = "floa
     sizes, grid, diag = [], [], []
     compile_s = 0.0
     c = max(1, min(start, tile, max_size))
+    clock = time.process_time if jax.default_backend() == "cpu" else time.perf_counter
     while True:
         xa = rng.standard_normal((c, *input_shape))
         xb = rng.standard_normal((c, *input_shape))
-        t0 = time.perf_counter()
+        t0 = clock()
         block_kernels(model, xa, xb, c, c, gets, dtype)
         block_kernels(model, xa, None, c, c, gets, dtype)
-        first = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        first = clock() - t0
+        t0 = clock()
         block_kernels(model, xb, xa, c, c, gets, dtype)
-        tg = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        tg = clock() - t0
+        t0 = clock()
         block_kernels(model, xb, None, c, c, gets, dtype)
-        td = time.perf_counter() - t0
+        td = clock() - t0
         if not sizes:
             compile_s = max(first - tg - td, 0.0)
         sizes.append(c)
         grid.append(tg)
         diag.append(td)
-        if tg >= target_seconds or c >= min(tile, max_size):
+        if (tg >= target_seconds and len(sizes) >= 3) or c >= min(tile, max_size):
             break
         c = min(2 * c, tile, max_size)
     return Calibration(tuple(sizes), tuple(grid), tuple(diag), compile_s,

@@ -55,12 +55,22 @@ def test_makespan():
     assert makespan([1.0] * 3, 8) == 1.0
 
 
-def test_calibration_fit_extrapolates_linearly_in_entries():
-    # t = 0.1 + 1e-3 * entries, measured at 8 and 16 rows
-    cal = Calibration((8, 16), (0.1 + 64e-3, 0.1 + 256e-3), (0.1 + 36e-3, 0.1 + 136e-3),
+def test_calibration_fit_recovers_fixed_per_input_and_per_entry_costs():
+    def grid(b1, b2):
+        return 0.1 + 2e-3 * (b1 + b2) + 1e-4 * b1 * b2
+
+    def diag(b):
+        return 0.05 + 1e-3 * b + 1e-4 * b * (b + 1) / 2
+
+    sizes = (8, 16, 32)
+    cal = Calibration(sizes, tuple(grid(c, c) for c in sizes), tuple(diag(c) for c in sizes),
                       1.0, "cpu")
-    assert cal.grid_time(32, 32) == pytest.approx(0.1 + 1024e-3)
-    assert cal.diag_time(32) == pytest.approx(0.1 + 528e-3)
+    assert cal.grid_time(225, 225) == pytest.approx(grid(225, 225))
+    assert cal.grid_time(100, 30) == pytest.approx(grid(100, 30))
+    assert cal.diag_time(225) == pytest.approx(diag(225))
+    # fewer sizes than terms: the highest-order terms only, never a negative cost
+    one = Calibration((16,), (grid(16, 16),), (diag(16),), 1.0, "cpu")
+    assert one.grid_time(32, 32) == pytest.approx(grid(16, 16) * 4)
 
 
 def test_calibrated_plan(fc):
