@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -33,7 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._x64 import float64
 from .compiler.graph import Net
+from .compiler.network import apply, init
 from .diagnostics import InputError
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -171,6 +173,7 @@ def _choose(apply_fn: ApplyFn, params, x1, x2, implementation: str, batch_size: 
     return implementation, batch_size
 
 
+@float64
 def empirical_ntk(apply_fn: ApplyFn, params, x1, x2=None, *, implementation: str = "auto",
                   batch_size: int | None = None) -> jax.Array:
     """The tangent kernel of a finite network, averaged over its output units.
@@ -217,8 +220,6 @@ class NetApply:
     net: Net
 
     def __call__(self, params, x):
-        from .compiler.network import apply
-
         return apply(self.net, params, x)
 
 
@@ -230,24 +231,20 @@ def _net_of(model) -> Net:
 
 
 def _readout_kernel(net: Net, params, x1: jax.Array, x2: jax.Array | None):
-    from .compiler.layers import Dense, Serial
-
     layers = net.body.layers
-    if not layers or not isinstance(layers[-1], Dense):
+    if not layers or getattr(layers[-1], "readout_kernel", None) is None:
         last = layers[-1].describe() if layers else "nothing"
         raise InputError(f"the readout kernel needs a net ending in Dense, got {last}; "
                          "use mode='outputs'")
     readout = layers[-1]
-    features = NetApply(Net(net.name, net.params, Serial(layers=layers[:-1])))
+    features = NetApply(Net(net.name, net.params, replace(net.body, layers=layers[:-1])))
     p = tuple(params)[:-1]
     g1 = features(p, x1)
     g2 = g1 if x2 is None else features(p, x2)
-    g1 = g1.reshape(g1.shape[0], -1)
-    g2 = g2.reshape(g2.shape[0], -1)
-    # mean over positions and channels of g1 g2: W_std^2/C per unit, averaged over positions
-    return readout.W_std**2 * (g1 @ g2.T) / g1.shape[1] + readout.b_std**2
+    return readout.readout_kernel(g1, g2)
 
 
+@float64
 def empirical_nngp(fn, params, x1, x2=None, *, mode: str | None = None,
                    batch_size: int | None = None) -> jax.Array:
     """An NNGP kernel of one finite network.
@@ -308,8 +305,6 @@ def _result(get, values: dict):
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
 def _mc_sums(apply_fn: NetApply, gets: tuple[str, ...], implementation: str, nngp_from: str,
              n_samples: int, chunk: int, key, x1, x2):
-    from .compiler.network import init
-
     shape = tuple(x1.shape[1:])
     n_chunks = -(-n_samples // chunk)
     keys = jax.random.split(key, n_chunks * chunk)  # raw (n, 2) or typed (n,) keys
@@ -342,12 +337,12 @@ def _mc_sums(apply_fn: NetApply, gets: tuple[str, ...], implementation: str, nng
     return {g: v / n_samples for g, v in total.items()}
 
 
-def _has_conv(net: Net) -> bool:
-    from .compiler.layers import Conv
+def _vmap_is_slow(net: Net) -> bool:
+    """Whether a layer of ``net`` becomes slow when vmapped over parameters (convolutions)."""
+    return any(layer.combine is None and layer.vmap_is_slow for layer in net.walk())
 
-    return any(isinstance(layer, Conv) for layer in net.walk())
 
-
+@float64
 def monte_carlo_kernel(model, key, n_samples: int, x1, x2=None, get=("nngp", "ntk"), *,
                        batch_size: int | None = None, implementation: str = "auto",
                        nngp_from: str = "outputs"):
@@ -393,16 +388,12 @@ def monte_carlo_kernel(model, key, n_samples: int, x1, x2=None, get=("nngp", "nt
     if nngp_from not in ("outputs", "readout"):
         raise InputError(f"expected nngp_from 'outputs' or 'readout', got {nngp_from!r}")
     if nngp_from == "readout":
-        from .compiler.layers import Dense
-
         layers = net.body.layers
-        if not layers or not isinstance(layers[-1], Dense):
+        if not layers or getattr(layers[-1], "readout_kernel", None) is None:
             raise InputError("nngp_from='readout' needs a net ending in Dense, got "
                              f"{layers[-1].describe() if layers else 'nothing'}")
     x1, x2 = _check_pair(x1, x2)
     apply_fn = NetApply(net)
-    from .compiler.network import init
-
     shape = tuple(x1.shape[1:])
     params = jax.eval_shape(lambda k: init(net, k, shape), jax.random.key(0))
     jax.eval_shape(apply_fn, params, x1[:1])  # InputError here, not inside the scan
@@ -416,7 +407,7 @@ def monte_carlo_kernel(model, key, n_samples: int, x1, x2=None, get=("nngp", "nt
     if batch_size is None:
         per_init = n_par * itemsize * (2 + (n * n_out if "ntk" in gets else 0))
         batch_size = int(max(1, min(n_samples, MEMORY_BUDGET // per_init)))
-        if _has_conv(net) and jax.default_backend() == "cpu":
+        if _vmap_is_slow(net) and jax.default_backend() == "cpu":
             # vmapped over params, a convolution becomes a grouped convolution,
             # many times slower on CPU than one init after another
             batch_size = 1

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from .compiler.graph import Net
 
@@ -22,7 +21,20 @@ class Model:
 
     def __init__(self, net: Net):
         self.net = net
-        self._cache: dict[Any, Any] = {}
+
+    # compiled functions are cached on the (hashable) net in the compiler, not here,
+    # so a Model pickles and unpickles at any time and recompiles lazily
+    def __getstate__(self) -> dict:
+        return {"net": self.net}
+
+    def __setstate__(self, state: dict) -> None:
+        self.net = state["net"]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Model) and other.net == self.net
+
+    def __hash__(self) -> int:
+        return hash(self.net)
 
     def __repr__(self) -> str:
         return f"Model({self.net.name!r}, {len(self.net.body.layers)} layers)"
@@ -52,10 +64,22 @@ class Model:
 
     # -- finite width (compiler/network.py, empirical.py) ----------------------
     def init(self, key, input_shape):
-        """Random parameters of the finite network for inputs of ``input_shape`` (no batch)."""
+        """Random parameters of the finite network for inputs of ``input_shape``.
+
+        ``input_shape`` is one input's shape, ``(features,)`` or ``(*spatial, channels)``;
+        neural-tangents' form with a batch axis, ``(-1, *shape)`` (or any batch size),
+        is accepted too when it has one axis more than the net's declared ``Input``
+        or when its first entry is -1. Params follow your jax configuration (float32
+        unless ``jax_enable_x64`` is on).
+        """
         from .compiler.network import init
 
-        return init(self.net, key, tuple(input_shape))
+        shape = tuple(input_shape)
+        declared = getattr(self.net, "input_shape", None)
+        if shape and (shape[0] == -1 or (declared is not None
+                                         and len(shape) == len(declared) + 1)):
+            shape = shape[1:]
+        return init(self.net, key, shape)
 
     def apply(self, params, x):
         """The finite network's outputs for inputs ``x`` (pure, jittable)."""

@@ -26,9 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._x64 import float64
 from .diagnostics import InputError
-
-jax.config.update("jax_enable_x64", True)
 
 OPTIMIZERS = ("gd", "sgd", "momentum")
 OBJECTIVES = ("mse", "cross_entropy")
@@ -123,6 +122,7 @@ def loss_fn(objective: str | Callable, loss: str = "total") -> Callable:
     return lambda f, y: base(f, y) / y.size
 
 
+@float64
 def init_ensemble(model, key, input_shape, size: int) -> Params:
     """``size`` independent initialisations, stacked on a leading axis (for ``ensemble=True``).
 
@@ -158,6 +158,7 @@ def _record_points(steps: int, every: int) -> np.ndarray:
     return np.asarray(pts, np.int64)
 
 
+@float64
 def train(model, params0, x_train, y_train, x_test=None, y_test=None, *,
           optimizer: str = "gd", learning_rate: float, steps: int, record_every: int = 1,
           objective: str | Callable = "mse", loss: str = "total", momentum: float = 0.9,

@@ -17,7 +17,7 @@ import pytest
 import sympy
 
 from ntkdsl.cli import main
-from ntkdsl.cli.explain import closed_form, explain
+from ntkdsl.compiler.explain import closed_form, explain
 from ntkdsl.compiler.frontend import load
 
 jax.config.update("jax_enable_x64", True)

@@ -1,4 +1,4 @@
-"""Which kernel entries each layer needs, and the checks on runtime inputs.
+"""Which kernel entries each layer needs: the analysis pass over the layer graph.
 
 The kernel of a layer's output is a covariance over *pairs of inputs* and, for
 data with spatial axes, over *pairs of positions*. Materialising every pair of
@@ -7,7 +7,8 @@ per-position variances ``K[p, p]``, so this pass decides, per point of the
 graph, which of the two is needed:
 
 * ``full``: the state holds ``K[p, q]`` for every pair of positions. Needed
-  upstream of ``AvgPool`` and ``GlobalAvgPool`` (their outputs mix positions),
+  upstream of layers whose ``input_entries`` is ``"full"`` (``AvgPool`` and
+  ``GlobalAvgPool``: their outputs mix positions),
   and nowhere else: Dense, Conv and the pointwise layers map a per-position
   diagonal to a per-position diagonal, and ``Flatten`` only reads the diagonal
   (the mean of ``K[p, p]``). A conv stack read out by Flatten thus never builds
@@ -16,7 +17,11 @@ graph, which of the two is needed:
   diagonal (``full_out`` below), so later convolutions run on ``P`` entries
   per pair, not ``P**2``.
 * ``cov``: the per-input variances (cov1 for the rows of x1, cov2 for x2) are
-  only read by pointwise layers, so they are dropped after the last one.
+  only read by layers that declare ``reads_variances`` (the nonlinearities),
+  so they are dropped after the last one.
+
+Every answer comes from what the layers declare (``input_entries``,
+``reads_variances``, ``combine``): the pass never asks for a layer's type.
 
 The result is a :class:`LayerPlan` tree mirroring the layer graph
 (positionally, so a layer object that appears twice gets two plans).
@@ -24,124 +29,115 @@ The result is a :class:`LayerPlan` tree mirroring the layer graph
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..diagnostics import InputError
+from .covariance import LayerPlan
 from .graph import Net
-from .layers import (
-    AvgPool,
-    Flatten,
-    GlobalAvgPool,
-    Layer,
-    Pointwise,
-    Residual,
-    Serial,
-    Shape,
-    ShapeError,
-)
+from .layers import Layer, Shape, ShapeError
+
+__all__ = ["LayerPlan", "needs_cov_in", "needs_full_in", "plan"]
 
 
-@dataclass(frozen=True)
-class LayerPlan:
-    """What the kernel evaluation of one layer (at one position of the graph) needs.
-
-    Attributes:
-        layer: the layer.
-        in_shape, out_shape: per-input shapes (no batch axis).
-        full_in: the incoming state holds every pair of positions.
-        full_out: the state after this layer (and after any cut to the diagonal)
-            holds every pair of positions.
-        cov_out: per-input variances are still needed after this layer.
-        children: plans of nested layers (Serial: one per layer; Residual:
-            ``(branch, shortcut)`` with ``None`` for an identity shortcut).
-    """
-
-    layer: Layer
-    in_shape: Shape
-    out_shape: Shape
-    full_in: bool
-    full_out: bool
-    cov_out: bool
-    children: tuple[LayerPlan | None, ...] = ()
-
-
-def _backward(layer: Layer, need_out: bool, leaf: Callable[[Layer, bool], bool]) -> bool:
+def _backward(layer: Layer | None, need_out: bool, leaf: Callable[[Layer, bool], bool]) -> bool:
     """What ``layer`` needs at its input, given what is needed at its output.
 
-    One backward pass serves every requirement: Serial runs its children in
-    reverse, Residual needs at its input what either path needs, and ``leaf``
-    answers for every other layer.
+    One backward pass serves every requirement: a sequence runs its children in
+    reverse, a sum of branches needs at its input what any branch needs (an
+    identity path, ``None``, what its output needs), and ``leaf`` answers for
+    every other layer from its declarations.
     """
-    if isinstance(layer, Serial):
+    if layer is None:
+        return need_out
+    if layer.combine == "sequence":
         need = need_out
-        for child in reversed(layer.layers):
+        for child in reversed(layer.children()):
             need = _backward(child, need, leaf)
         return need
-    if isinstance(layer, Residual):
-        short = need_out if layer.shortcut is None else _backward(layer.shortcut, need_out, leaf)
-        return _backward(layer.branch, need_out, leaf) or short
+    if layer.combine is not None:
+        return any([_backward(c, need_out, leaf) for c in layer.children()])
     return leaf(layer, need_out)
 
 
 def _full_leaf(layer: Layer, need_out: bool) -> bool:
-    if isinstance(layer, AvgPool | GlobalAvgPool):
-        return True  # pooling averages over pairs of positions
-    if isinstance(layer, Flatten):
-        return False  # reads the per-position diagonal only
-    return need_out  # Dense, Conv, pointwise: diagonal in, diagonal out
+    entries = layer.input_entries
+    if entries == "full":
+        return True
+    if entries == "diagonal":
+        return False
+    if entries == "as_output":
+        return need_out
+    raise ValueError(f"{type(layer).__name__}.input_entries is {entries!r}")
 
 
 def _cov_leaf(layer: Layer, cov_out: bool) -> bool:
-    return True if isinstance(layer, Pointwise) else cov_out
+    return True if layer.reads_variances else cov_out
 
 
-def _needs_full_in(layer: Layer, need_out: bool) -> bool:
+def needs_full_in(layer: Layer, need_out: bool) -> bool:
     """Whether ``layer``'s input must hold every pair of positions."""
     return _backward(layer, need_out, _full_leaf)
 
 
-def _needs_cov_in(layer: Layer, cov_out: bool) -> bool:
+def needs_cov_in(layer: Layer, cov_out: bool) -> bool:
     """Whether per-input variances must be known at ``layer``'s input."""
     return _backward(layer, cov_out, _cov_leaf)
 
 
+class _Slots:
+    """Hands out the indices of the variance-reading layers, in execution order."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def take(self) -> int:
+        self.n += 1
+        return self.n - 1
+
+
 def _build(layer: Layer, shape: Shape, full_in: bool, need_out: bool, cov_out: bool,
-           force: bool = False) -> LayerPlan:
-    if isinstance(layer, Serial):
-        n = len(layer.layers)
+           force: bool, slots: _Slots) -> LayerPlan:
+    if layer.combine == "sequence":
+        kids = layer.children()
+        n = len(kids)
         need_after = [need_out] * n
         cov_after = [cov_out] * n
         for i in range(n - 1, 0, -1):
-            need_after[i - 1] = force or _needs_full_in(layer.layers[i], need_after[i])
-            cov_after[i - 1] = _needs_cov_in(layer.layers[i], cov_after[i])
+            need_after[i - 1] = force or needs_full_in(kids[i], need_after[i])
+            cov_after[i - 1] = needs_cov_in(kids[i], cov_after[i])
         plans = []
         full, cur = full_in, shape
-        for child, need, cov in zip(layer.layers, need_after, cov_after):
-            p = _build(child, cur, full, need, cov, force)
+        for child, need, cov in zip(kids, need_after, cov_after):
+            p = _build(child, cur, full, need, cov, force, slots)
             plans.append(p)
             full, cur = p.full_out, p.out_shape
         return LayerPlan(layer, shape, cur, full_in, full and need_out, cov_out, tuple(plans))
-    if isinstance(layer, Residual):
-        branch = _build(layer.branch, shape, full_in, need_out, cov_out, force)
-        short = (None if layer.shortcut is None
-                 else _build(layer.shortcut, shape, full_in, need_out, cov_out, force))
+    if layer.combine is not None:
+        kids = tuple(None if c is None else
+                     _build(c, shape, full_in, need_out, cov_out, force, slots)
+                     for c in layer.children())
         out = layer.out_shape(shape)
         full_out = full_in and need_out and len(out) > 1
-        return LayerPlan(layer, shape, out, full_in, full_out, cov_out, (branch, short))
+        return LayerPlan(layer, shape, out, full_in, full_out, cov_out, kids)
     try:
         out = layer.out_shape(shape)
     except ShapeError as e:
         raise InputError(f"{layer.describe()} does not fit its input of shape {shape}: {e}"
                          ) from None
-    if isinstance(layer, AvgPool | GlobalAvgPool) and not full_in:
-        raise AssertionError("analysis: pooling reached with a diagonal-only state")
+    if layer.input_entries == "full" and not full_in:
+        raise AssertionError("analysis: a layer that needs pairs of positions reached with a "
+                             "diagonal-only state")
     full_out = full_in and need_out and len(out) > 1
-    return LayerPlan(layer, shape, out, full_in, full_out, cov_out)
+    slot = slots.take() if layer.reads_variances else None
+    return LayerPlan(layer, shape, out, full_in, full_out, cov_out, slot=slot)
 
 
+@functools.lru_cache(maxsize=128)
 def plan(net: Net, input_shape: Shape, *, force_full: bool = False) -> LayerPlan:
     """The plan of the whole net for inputs of ``input_shape`` (no batch axis).
+
+    Cached on the (hashable) net and shape.
 
     Arguments:
         net: the layer graph.
@@ -161,6 +157,14 @@ def plan(net: Net, input_shape: Shape, *, force_full: bool = False) -> LayerPlan
     except ShapeError as e:
         raise InputError(f"inputs of shape {input_shape} do not fit net '{net.name}': {e}"
                          ) from None
-    full = len(input_shape) > 1 and (force_full or _needs_full_in(net.body, False))
-    cov = _needs_cov_in(net.body, False)
-    return _build(net.body, input_shape, full, force_full, cov, force_full)
+    full = len(input_shape) > 1 and (force_full or needs_full_in(net.body, False))
+    cov = needs_cov_in(net.body, False)
+    return _build(net.body, input_shape, full, force_full, cov, force_full, _Slots())
+
+
+def count_variance_readers(p: LayerPlan | None) -> int:
+    """How many layers of the plan read per-input variances (the memory model's covs)."""
+    if p is None:
+        return 0
+    own = 1 if p.slot is not None else 0
+    return own + sum(count_variance_readers(c) for c in p.children)

@@ -28,20 +28,7 @@ from dataclasses import dataclass, replace
 
 from ..diagnostics import SpecError
 from .graph import Net
-from .layers import (
-    AvgPool,
-    Conv,
-    Dense,
-    Flatten,
-    GlobalAvgPool,
-    Identity,
-    Layer,
-    Pointwise,
-    Residual,
-    Serial,
-    Shape,
-    ShapeError,
-)
+from .layers import Layer, Shape, ShapeError
 
 Stride = int | tuple[int, ...]
 
@@ -111,53 +98,64 @@ def _spatial_layer(layer: Layer, state: _State, tuples: dict[str, Stride]) -> _S
     return replace(state, spatial=True, ndim=ndim)
 
 
-def _step(layer: Layer, state: _State) -> _State:
-    if isinstance(layer, Dense):
-        return replace(state, channels=layer.out, not_gaussian=None)
-    if isinstance(layer, Conv):
-        state = _spatial_layer(layer, state, {"kernel": layer.kernel, "strides": layer.strides})
-        return replace(state, channels=layer.out, stride=_stride_mul(state.stride, layer.strides),
-                       not_gaussian=None)
-    if isinstance(layer, AvgPool):
-        strides = layer.effective_strides
-        state = _spatial_layer(layer, state, {"window": layer.window, "strides": strides})
-        return replace(state, stride=_stride_mul(state.stride, strides))
-    if isinstance(layer, GlobalAvgPool):
-        state = _spatial_layer(layer, state, {})
-        return replace(state, spatial=False, removed_by=layer, stride=1)
-    if isinstance(layer, Flatten):
-        return _State(channels=None, spatial=False, removed_by=layer, stride=1,
-                      not_gaussian=state.not_gaussian)
-    if isinstance(layer, Residual):
-        return _residual(layer, state)
-    if isinstance(layer, Serial):
-        for child in layer.layers:
+def _step(layer: Layer | None, state: _State) -> _State:
+    """The abstract state after ``layer``, from what the layer declares."""
+    if layer is None:  # an identity path
+        return state
+    if layer.combine == "sequence":
+        for child in layer.children():
             state = _step(child, state)
         return state
-    if isinstance(layer, Pointwise) and not isinstance(layer, Identity):
-        if state.not_gaussian is not None:
-            raise _error(
-                layer,
-                f"{_name(layer)} needs a Gaussian input, but its input is "
-                f"{state.not_gaussian}: put a Dense or Conv before it",
-                ["the infinite-width kernels of a nonlinearity are expectations over "
-                 "the Gaussian output of an affine layer"],
-            )
-        return replace(state, not_gaussian=f"the output of {_name(layer)}{_where(layer)}")
-    return state  # Identity keeps everything
+    if layer.combine == "sum":
+        return _sum(layer, state)
+    if layer.combine is not None:
+        raise ValueError(f"{type(layer).__name__}: no static check for combine={layer.combine!r}")
+    if layer.needs_gaussian_input and state.not_gaussian is not None:
+        raise _error(
+            layer,
+            f"{_name(layer)} needs a Gaussian input, but its input is "
+            f"{state.not_gaussian}: put a Dense or Conv before it",
+            ["the infinite-width kernels of a nonlinearity are expectations over "
+             "the Gaussian output of an affine layer"],
+        )
+    spatial = layer.spatial
+    if spatial in ("needs", "removes"):
+        state = _spatial_layer(layer, state, layer.window_args())
+        state = replace(state, stride=_stride_mul(state.stride, layer.stride()))
+    if spatial == "removes":
+        state = replace(state, spatial=False, removed_by=layer, stride=1)
+    elif spatial == "flattens":
+        state = replace(state, channels=None, spatial=False, removed_by=layer, stride=1,
+                        ndim=None)
+    elif spatial not in ("any", "needs"):
+        raise ValueError(f"{type(layer).__name__}.spatial is {spatial!r}")
+    channels = layer.channels_out()
+    if channels is not None:
+        state = replace(state, channels=channels)
+    gaussian = layer.gaussian
+    if gaussian == "makes":
+        state = replace(state, not_gaussian=None)
+    elif gaussian == "breaks":
+        state = replace(state, not_gaussian=f"the output of {_name(layer)}{_where(layer)}")
+    elif gaussian != "keeps":
+        raise ValueError(f"{type(layer).__name__}.gaussian is {gaussian!r}")
+    return state
 
 
-def _last_leaf(serial: Serial) -> Layer | None:
-    return serial.layers[-1] if serial.layers else None
+def _last_leaf(path: Layer) -> Layer | None:
+    kids = path.children()
+    return kids[-1] if kids else None
 
 
-def _residual(layer: Residual, state: _State) -> _State:
-    paths = [("branch", layer.branch)]
-    if layer.shortcut is not None:
-        paths.append(("shortcut", layer.shortcut))
+def _sum(layer: Layer, state: _State) -> _State:
+    """A sum of branches (Residual): independent Gaussian paths that agree in shape."""
+    branch, shortcut = layer.children()
+    paths = [("branch", branch)]
+    if shortcut is not None:
+        paths.append(("shortcut", shortcut))
     for what, path in paths:
         last = _last_leaf(path)
-        if last is not None and not isinstance(last, Dense | Conv):
+        if last is not None and last.gaussian != "makes":
             notes = [f"the {what} ends in {_name(last)}{_where(last)}"]
             raise _error(
                 layer,
@@ -166,9 +164,9 @@ def _residual(layer: Residual, state: _State) -> _State:
                 "their kernels do not add",
                 notes,
             )
-    a = _step(layer.branch, state)
-    b = _step(layer.shortcut, state) if layer.shortcut is not None else state
-    other = "the shortcut" if layer.shortcut is not None else "the identity shortcut (its input)"
+    a = _step(branch, state)
+    b = _step(shortcut, state)
+    other = "the shortcut" if shortcut is not None else "the identity shortcut (its input)"
     if a.channels is not None and b.channels is not None and a.channels != b.channels:
         raise _error(
             layer,
@@ -233,15 +231,16 @@ def infer_shapes(net: Net, input_shape: Shape) -> list[tuple[Layer, Shape]]:
         )
     out: list[tuple[Layer, Shape]] = []
 
-    def run(serial: Serial, shape: Shape) -> Shape:
-        for layer in serial.layers:
-            if isinstance(layer, Residual):
+    def run(serial: Layer, shape: Shape) -> Shape:
+        for layer in serial.children():
+            if layer.combine == "sum":
                 slot = len(out)
                 out.append((layer, ()))
-                a = run(layer.branch, shape)
-                b = run(layer.shortcut, shape) if layer.shortcut is not None else shape
+                branch, shortcut = layer.children()
+                a = run(branch, shape)
+                b = run(shortcut, shape) if shortcut is not None else shape
                 if a != b:
-                    other = "the shortcut" if layer.shortcut is not None else "its input"
+                    other = "the shortcut" if shortcut is not None else "its input"
                     raise SpecError(
                         f"Residual branch gives shape {a} but {other} gives {b}; they must "
                         "match to be added", layer.span)

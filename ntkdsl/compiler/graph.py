@@ -36,6 +36,7 @@ class Net:
         def go(node: Layer) -> Iterator[Layer]:
             yield node
             for child in node.children():
-                yield from go(child)
+                if child is not None:
+                    yield from go(child)
 
         return go(self.body)

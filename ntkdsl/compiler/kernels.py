@@ -2,7 +2,7 @@
 
 :func:`evaluate_kernel` is what ``Model.kernel_fn`` calls. Per (net, per-input
 shape, tile shape, dtype, ``get``) the whole recursion (``analysis.plan`` then
-each layer's ``kernel`` rule, see ``kernel_rules.py``) is traced once into a
+each layer's ``kernel_rule``, see ``compiler/layers``) is traced once into a
 single ``jax.jit`` function, compiled once and reused.
 
 Symmetric work once: with ``x2=None`` the rows of a tile are paired with
@@ -26,18 +26,17 @@ and where the split falls depends on the tile shape). With no
 ``batch_size``, inputs whose kernel would not fit in a quarter of the
 available memory are tiled automatically (see docs/kernels.md for the memory model).
 
-Precision: float64 by default. ``jax_enable_x64`` is switched on when this
-module is imported (as the rest of the package does), because a local x64
-context cannot cover arrays created earlier or later by the caller; float32 is
+Precision: float64 by default, inside a local ``jax.enable_x64(True)``
+context around each call (the user's ``jax.config`` is never changed); the
+results are numpy arrays, so nothing of the context leaks out. float32 is
 used when asked for, on float32 inputs, and every constant of the rules is a
 Python scalar, so it stays float32.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import os
-import sys
 from dataclasses import replace
 from typing import Any
 
@@ -46,13 +45,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..diagnostics import InputError
+from ..io import check_cast, progress_bar
 from ..result import Kernel
-from . import kernel_rules
-from .analysis import LayerPlan, plan
+from . import covariance as cv
+from .analysis import count_variance_readers, needs_cov_in, plan
+from .covariance import KernelState, LayerPlan
+from .graph import Net
 from .inputs import check_inputs
-from .kernel_rules import KernelState
-
-jax.config.update("jax_enable_x64", True)
 
 GETS = ("nngp", "ntk")
 _DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -135,7 +134,7 @@ def _input_state(x1, x2, p: LayerPlan, rows, cols, need_ntk: bool, need_cov: boo
         if need_cov:
             cov1 = v1
             cov2 = cov1 if same else v2
-        return KernelState(nngp=nngp, ntk=0.0 if need_ntk else None, cov1=cov1, cov2=cov2,
+        return KernelState(nngp=nngp, ntk=None, want_ntk=need_ntk, cov1=cov1, cov2=cov2,
                            same=same, rows=rows, cols=cols, full=False, nd=0)
     else:
         prod = side(x1, rows, 1) * side(y2, cols, 2)
@@ -157,7 +156,7 @@ def _input_state(x1, x2, p: LayerPlan, rows, cols, need_ntk: bool, need_cov: boo
     if need_cov:
         cov1 = cov(x1)
         cov2 = cov1 if same else cov(x2)
-    return KernelState(nngp=nngp, ntk=0.0 if need_ntk else None, cov1=cov1, cov2=cov2,
+    return KernelState(nngp=nngp, ntk=None, want_ntk=need_ntk, cov1=cov1, cov2=cov2,
                        same=same, rows=rows, cols=cols, full=full, nd=nd)
 
 
@@ -181,9 +180,7 @@ def fc_inputs(a1, a2):
 
 def _final(a, k: KernelState):
     """An output with spatial axes left: the per-output kernel is the mean over positions."""
-    if isinstance(a, float):
-        return a
-    return kernel_rules.mean_positions(a, k.full, k.nd) if k.nd else a
+    return cv.mean_positions(a, k.full, k.nd) if k.nd else a
 
 
 #: entries per kernel array that one chunk of a pair list holds on CPU (see
@@ -216,7 +213,7 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
     intermediates (XLA stores several per pointwise map: the shared roots
     and divides of T and Tdot) stay in cache instead of making passes over
     main memory. The per-input covariances are computed once, before the
-    chunks (recorded at each pointwise layer, then replayed in every chunk).
+    chunks (recorded at each layer that reads them, then replayed in every chunk).
 
     Arguments:
         p: the net's plan (for ``net.body``).
@@ -233,7 +230,7 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
         ``(n, features)`` arrays.
     """
     need_ntk = "ntk" in gets
-    need_cov = _needs_cov(p)
+    need_cov = needs_cov_in(p.layer, False)
     sym = n2 is None
     if sym:
         rows, cols = (np.asarray(i, dtype=np.int32) for i in np.triu_indices(n1))
@@ -255,10 +252,11 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
     def outputs(k: KernelState, n_out):
         outs = []
         for g in gets:
-            a = _final(k.nngp if g == "nngp" else k.ntk, k)
-            if isinstance(a, float):  # a net without any Dense/Conv: the NTK is zero
-                a = jnp.zeros(n_out, k.nngp.dtype)
-            outs.append(a)
+            a = k.nngp if g == "nngp" else k.ntk
+            if a is None:  # a net without any Dense/Conv: the NTK is zero
+                outs.append(jnp.zeros(n_out, k.nngp.dtype))
+            else:
+                outs.append(_final(a, k))
         return tuple(outs)
 
     def assemble(a):
@@ -268,18 +266,16 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
     def chunked(x1, x2):
         # per-input covariances at every pointwise layer, once (a one-pair list whose
         # pair kernels are dead code)
-        covs: dict = {}
         probe = np.zeros(1, np.int32)
-        k = replace(_input_state(x1, x2, p, probe, probe, need_ntk, need_cov), covs=covs)
-        kernel_rules.run(p, k)
+        k = cv.run(p, _input_state(x1, x2, p, probe, probe, need_ntk, need_cov))
+        covs = tuple(c for _, c in k.recorded)
         pad = nchunks * mc - m
         r = np.concatenate([rows, np.zeros(pad, np.int32)]).reshape(nchunks, mc)
         c = np.concatenate([cols, np.zeros(pad, np.int32)]).reshape(nchunks, mc)
 
         def body(rc):
-            kc = replace(_input_state(x1, x2, p, rc[0], rc[1], need_ntk, False),
-                         covs=covs, replay=True)
-            return outputs(kernel_rules.run(p, kc), (mc,))
+            kc = replace(_input_state(x1, x2, p, rc[0], rc[1], need_ntk, False), replay=covs)
+            return outputs(cv.run(p, kc), (mc,))
 
         res = jax.lax.map(body, (jnp.asarray(r), jnp.asarray(c)))
         return tuple(assemble(a) for a in res)
@@ -293,16 +289,10 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
         if nchunks > 1:
             return chunked(x1, x2)
         k = _input_state(x1, x2, p, rows, cols, need_ntk, need_cov)
-        k = kernel_rules.run(p, k)
+        k = cv.run(p, k)
         return tuple(a if a.ndim == 2 else assemble(a) for a in outputs(k, shape))
 
     return jax.jit(fn)
-
-
-def _needs_cov(p: LayerPlan) -> bool:
-    from .analysis import _needs_cov_in
-
-    return _needs_cov_in(p.layer, False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,13 +328,6 @@ CHUNK_LIVE = 32
 OVERHEAD_BYTES = 256 << 20
 
 
-def _count_pointwise(p: LayerPlan) -> int:
-    from .layers import Pointwise
-
-    own = 1 if isinstance(p.layer, Pointwise) else 0
-    return own + sum(_count_pointwise(c) for c in p.children if c is not None)
-
-
 def tile_bytes(p: LayerPlan, n1: int, n2: int, symmetric: bool, itemsize: int) -> int:
     """The modelled peak memory of one tile of ``n1 x n2`` inputs (bytes).
 
@@ -355,7 +338,7 @@ def tile_bytes(p: LayerPlan, n1: int, n2: int, symmetric: bool, itemsize: int) -
     """
     pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     inputs = n1 if symmetric else n1 + n2
-    covs = 2 * _count_pointwise(p) * inputs * positions_factor(p) * itemsize
+    covs = 2 * count_variance_readers(p) * inputs * positions_factor(p) * itemsize
     return (pairs * PAIR_BYTES + covs + CHUNK_LIVE * chunk_entries() * itemsize
             + OVERHEAD_BYTES)
 
@@ -406,45 +389,38 @@ def _padded(x: np.ndarray, lo: int, hi: int, b: int) -> np.ndarray:
 
 
 def _progress(total: int, progress) -> Any:
-    show = progress if progress is not None else total >= PROGRESS_MIN_TILES
-    if not show:
+    if progress is None and total < PROGRESS_MIN_TILES:
         return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="kernel tiles", unit="tile", file=sys.stderr,
-                disable=os.environ.get("NTKDSL_NO_PROGRESS") == "1")
+    if progress is False:
+        return None
+    return progress_bar(total, "kernel tiles", progress, unit="tile")
 
 
 # ---------------------------------------------------------------------------------------------
 # entry point
 
 
-def _cache_of(model) -> dict:
-    cache = getattr(model, "_cache", None)
-    if cache is None:
-        cache = _MODULE_CACHE.setdefault(id(model), {})
-    return cache
-
-
-_MODULE_CACHE: dict[int, dict] = {}
+def _net(model) -> Net:
+    net = getattr(model, "net", model)
+    if not isinstance(net, Net):
+        raise InputError(f"expected a Model or a Net, got {type(model).__name__}")
+    return net
 
 
 def get_plan(model, in_shape: tuple[int, ...]) -> LayerPlan:
-    """The (cached) plan of ``model``'s net for inputs of ``in_shape``."""
-    net = getattr(model, "net", model)
-    cache = _cache_of(model)
-    key = ("plan", in_shape)
-    if key not in cache:
-        cache[key] = plan(net, in_shape)
-    return cache[key]
+    """The plan of ``model``'s net for inputs of ``in_shape`` (cached on the net)."""
+    return plan(_net(model), tuple(in_shape))
+
+
+@functools.lru_cache(maxsize=64)
+def _tile_fn_cached(net: Net, in_shape: tuple[int, ...], n1: int, n2: int | None,
+                    dtype: str, gets: tuple[str, ...]):
+    return build_tile_fn(plan(net, in_shape), n1, n2, gets)
 
 
 def _tile_fn(model, p: LayerPlan, n1: int, n2: int | None, dt: np.dtype, gets):
-    cache = _cache_of(model)
-    key = ("kernel_fn", p.in_shape, n1, n2, dt.name, gets)
-    if key not in cache:
-        cache[key] = build_tile_fn(p, n1, n2, gets)
-    return cache[key]
+    """The jitted function of one tile shape, cached on the (hashable) net and shapes."""
+    return _tile_fn_cached(_net(model), p.in_shape, n1, n2, dt.name, tuple(gets))
 
 
 def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None,
@@ -464,18 +440,25 @@ def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None
             at least ``PROGRESS_MIN_TILES`` tiles.
 
     Returns:
-        For a string ``get`` the ``(n1, n2)`` array; for a tuple a
-        :class:`Kernel` with those attributes set.
+        For a string ``get`` the ``(n1, n2)`` numpy array; for a tuple a
+        :class:`Kernel` with those attributes set. Computed in a local
+        ``jax.enable_x64(True)`` context: the caller's jax configuration is
+        left as it was.
 
     Raises:
         InputError: bad inputs or options (one line: expected vs received).
     """
+    with jax.enable_x64(True):
+        return _evaluate(model, x1, x2, get, dtype, batch_size, progress)
+
+
+def _evaluate(model, x1, x2, get, dtype, batch_size, progress):
     gets, single = parse_get(get)
     dt = parse_dtype(dtype)
-    net = getattr(model, "net", model)
+    net = _net(model)
     a1, a2 = check_inputs(net, x1, x2)
-    a1 = a1.astype(dt, copy=False)
-    a2 = None if a2 is None else a2.astype(dt, copy=False)
+    a1 = check_cast(a1, dt, "x1")
+    a2 = None if a2 is None else check_cast(a2, dt, "x2")
     p = get_plan(model, tuple(a1.shape[1:]))
     n1 = a1.shape[0]
     n2 = n1 if a2 is None else a2.shape[0]
@@ -502,7 +485,7 @@ def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None
     else:
         outs = _tiled(model, p, a1, a2, b, dt, gets, progress, fc)
 
-    result = dict(zip(gets, outs))
+    result = {g: np.asarray(o) for g, o in zip(gets, outs)}
     if single:
         return result[gets[0]]
     return Kernel(nngp=result.get("nngp"), ntk=result.get("ntk"))
@@ -556,4 +539,4 @@ def _tiled(model, p, a1, a2, b, dt, gets, progress, fc=None):
     finally:
         if bar is not None:
             bar.close()
-    return tuple(jnp.asarray(o) for o in outs)
+    return tuple(outs)

@@ -232,9 +232,27 @@ def _safe_atan2_jvp(primals, tangents):
     return safe_atan2(y, x), (dy * x - dx * y) * inv
 
 
+def pw_max(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``max(a, b)``; at a tie the derivative follows ``b`` (so ``max(x, 0)`` has slope 0
+    at 0, as ``jnp.where(x > 0, x, 0)``)."""
+    return jnp.where(a > b, a, b)
+
+
+def pw_min(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``min(a, b)``; at a tie the derivative follows ``a`` (so ``a min(x, 0) + b max(x, 0)``
+    has slope ``a`` at 0)."""
+    return jnp.where(a > b, b, a)
+
+
 #: the names the printed source may use, and what they are
 NAMESPACE: dict[str, object] = {
     "jnp": jnp,
+    "_max": pw_max,
+    "_min": pw_min,
+    "_abs": jnp.abs,
+    "_sign": jnp.sign,
+    "_softplus": jax.nn.softplus,
+    "_where": jnp.where,
     "_sqrt": safe_sqrt,
     "_rsqrt": safe_rsqrt,
     "_acos": safe_acos,
@@ -252,8 +270,10 @@ NAMESPACE: dict[str, object] = {
 _FUNCS = {
     sympy.acos: "_acos", sympy.asin: "_asin", sympy.atan: "_atan", sympy.atan2: "_atan2",
     sympy.exp: "_exp", sympy.log: "_log", sympy.sin: "_sin", sympy.cos: "_cos", sympy.erf: "_erf",
-    sympy.tanh: "_tanh",
+    sympy.tanh: "_tanh", sympy.Abs: "_abs", sympy.sign: "_sign",
 }
+_RELATIONS = {sympy.StrictGreaterThan: ">", sympy.StrictLessThan: "<",
+              sympy.GreaterThan: ">=", sympy.LessThan: "<="}
 
 _HALF = sympy.Rational(1, 2)
 
@@ -310,6 +330,25 @@ class _Printer:
             return self.mul(e)
         if e.is_Pow:
             return self.pow(e.base, e.exp)
+        if e.func in (sympy.Max, sympy.Min):  # n-ary: fold left
+            name = "_max" if e.func is sympy.Max else "_min"
+            args = [self.p(a) for a in e.args]
+            out = args[0]
+            for a in args[1:]:
+                out = f"{name}({out}, {a})"
+            return out
+        if e.func is sympy.Piecewise:
+            *branches, (last, cond) = e.args
+            out = self.p(last)
+            for val, cond in reversed(branches):
+                out = f"_where({self.p(cond)}, {self.p(val)}, {out})"
+            return out
+        if e.func in _RELATIONS:
+            return f"({self.p(e.lhs)} {_RELATIONS[e.func]} {self.p(e.rhs)})"
+        if e.func is sympy.log and e.args[0].is_Add and len(e.args[0].args) == 2:
+            one, rest = sorted(e.args[0].args, key=lambda a: a != 1)
+            if one == 1 and rest.func is sympy.exp:  # log(1 + exp(u)) without overflow
+                return f"_softplus({self.p(rest.args[0])})"
         f = _FUNCS.get(e.func)
         if f is None:
             raise NotImplementedError(f"no safe JAX form for {e.func} (in {e})")

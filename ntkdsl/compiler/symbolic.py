@@ -1,8 +1,8 @@
-"""The sympy side of the compiler: the symbols of the closed forms, and their checks.
+"""The proofs of the closed forms: Price's theorem, diagonals, special cases, integration.
 
-The symbols are defined here once: ``s11, s22 > 0`` (variances), ``s12`` real
-(the covariance), ``s > 0`` (a variance on the diagonal) and ``x`` (the
-pre-activation, for ``phi``).
+The symbols are those of ``compiler/symbols.py`` (re-exported here):
+``s11, s22 > 0`` (variances), ``s12`` real (the covariance), ``s > 0`` (a
+variance on the diagonal) and ``x`` (the pre-activation, for ``phi``).
 """
 
 from __future__ import annotations
@@ -13,19 +13,23 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import jax
+import jax.numpy as jnp
 import mpmath
+import numpy as np
 import sympy
 
+from . import layers as L
 from .symbols import PAIR_ARGS, s, s11, s12, s22, x
 
 __all__ = ["PAIR_ARGS", "s", "s11", "s12", "s22", "x"]
 
 # ---------------------------------------------------------------------------------------
-# The symbolic checks (issue 3): every pointwise layer's closed forms are proved here.
+# The symbolic checks: every nonlinearity's closed forms are proved here.
 # ---------------------------------------------------------------------------------------
 
 
-#: checks, in the order of the issue
+#: the checks, in the order they run
 CHECKS = ("price", "diagonal", "special", "integration", "rewrite")
 
 #: parametrisation of the valid domain used when plain simplification fails:
@@ -240,7 +244,6 @@ def _mp_fns(layer) -> tuple[Callable, Callable, tuple]:
 
 @functools.cache
 def _jit_pair(layer) -> Callable:
-    import jax
 
     return jax.jit(layer.pair_fn())
 
@@ -252,7 +255,6 @@ def _closed(layer, which: str, a, b, c) -> mpmath.mpf:
         with mpmath.workdps(30):
             return mpmath.mpf(sympy.lambdify((s11, s12, s22), e, "mpmath")(
                 mpmath.mpf(a), mpmath.mpf(b), mpmath.mpf(c)))
-    import jax
 
     with jax.enable_x64(True):
         t, td = _jit_pair(layer)(float(a), float(b), float(c))
@@ -272,8 +274,6 @@ def check_price(layer) -> list[CheckResult]:
 
 
 def _price_quadrature(layer) -> CheckResult:
-    import jax
-    import jax.numpy as jnp
 
     with jax.enable_x64(True):
         fn = _jit_pair(layer)
@@ -346,40 +346,6 @@ def check_integration(layer, n_points: int = 1, seed: int = 2) -> list[CheckResu
                         f"{n_points} covariances, max rel. error {worst:.1e} (tol {tol:g})")]
 
 
-def _special_pairs(layer) -> list[tuple[str, sympy.Expr, sympy.Expr]]:
-    """``(what, lhs, rhs)`` identities between layers that must hold for ``layer``."""
-    from .layers import ABRelu, Erf, Identity, LeakyRelu, Relu, Sin
-
-    pairs: list[tuple[str, sympy.Expr, sympy.Expr]] = []
-
-    def same_as(other, label):
-        pairs.append((f"T == {label}.T", layer.T_expr(), other.T_expr()))
-        pairs.append((f"Tdot == {label}.Tdot", layer.Tdot_expr(), other.Tdot_expr()))
-
-    if isinstance(layer, Relu):
-        same_as(ABRelu(a=0, b=1), "ABRelu(0, 1)")
-    elif isinstance(layer, LeakyRelu):
-        same_as(ABRelu(a=layer.alpha, b=1), f"ABRelu({layer.alpha}, 1)")
-    elif isinstance(layer, Identity):
-        same_as(ABRelu(a=1, b=1), "ABRelu(1, 1)")
-    elif isinstance(layer, ABRelu):
-        # swapping the slopes mirrors phi: phi_ba(x) = -phi_ab(-x), same kernel
-        same_as(ABRelu(a=layer.b, b=layer.a), f"ABRelu({layer.b}, {layer.a})")
-    elif isinstance(layer, Erf):
-        base = Erf(a=1, b=layer.b, c=0)
-        a2 = sympy.Rational(repr(float(layer.a))) ** 2
-        c2 = sympy.Rational(repr(float(layer.c))) ** 2
-        # erf is odd, so the cross terms a c E[erf(b u)] vanish: c only adds c^2 to T
-        pairs.append(("T == a^2 Erf(1, b, 0).T + c^2", layer.T_expr(), a2 * base.T_expr() + c2))
-        pairs.append(("Tdot == a^2 Erf(1, b, 0).Tdot", layer.Tdot_expr(), a2 * base.Tdot_expr()))
-    elif isinstance(layer, Sin):
-        base = Sin(a=1, b=layer.b, c=layer.c)
-        a2 = sympy.Rational(repr(float(layer.a))) ** 2
-        pairs.append(("T == a^2 Sin(1, b, c).T", layer.T_expr(), a2 * base.T_expr()))
-        pairs.append(("Tdot == a^2 Sin(1, b, c).Tdot", layer.Tdot_expr(), a2 * base.Tdot_expr()))
-    return pairs
-
-
 def check_special(layer) -> list[CheckResult]:
     """Check 3: special cases agree, and independent inputs factorise.
 
@@ -391,7 +357,7 @@ def check_special(layer) -> list[CheckResult]:
     name = layer.describe()
     out = []
     if layer.closed_form:
-        for what, lhs, rhs in _special_pairs(layer):
+        for what, lhs, rhs in layer.special_cases():
             ok, how, detail = prove_zero(lhs - rhs)
             out.append(CheckResult(name, "special", what, ok, how, detail))
     phi, dphi, kinks = _mp_fns(layer)
@@ -422,8 +388,6 @@ def check_rewrites(layer, n_points: int = 20) -> list[CheckResult]:
 
 def _quadrature_consistent(layer) -> CheckResult:
     """Without a closed form: ``t_fn`` and ``diag_fn`` agree with ``pair_fn``."""
-    import jax
-    import numpy as np
 
     pts = _valid_points(5, seed=4)
     a = np.array([float(p[s11]) for p in pts])
@@ -440,8 +404,6 @@ def _quadrature_consistent(layer) -> CheckResult:
 
 
 def _printed_matches(layer, n_points: int) -> CheckResult:
-    import jax
-    import numpy as np
 
     pts = _valid_points(n_points, seed=3)
     a = np.array([float(p[s11]) for p in pts])
@@ -495,7 +457,6 @@ def example_layers() -> list:
     A new class with a no-argument constructor is covered automatically; one that
     needs arguments must be added to ``_EXAMPLES``.
     """
-    from . import layers as L
 
     examples = {
         L.LeakyRelu: [L.LeakyRelu(alpha=0.1), L.LeakyRelu(alpha=-0.3)],
@@ -554,11 +515,9 @@ def check_layers(layers: Iterable, which: Iterable[str] = CHECKS,
     Returns:
         a :class:`Report`.
     """
-    from .layers import Pointwise
-
     seen = []
     for layer in layers:
-        if isinstance(layer, Pointwise) and layer not in seen:
+        if layer.combine is None and layer.kernel_map and layer not in seen:
             seen.append(layer)
     rep = printer_rewrites()
     for layer in seen:

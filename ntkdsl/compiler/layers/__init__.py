@@ -1,27 +1,26 @@
-"""One class per layer; ``BUILTINS`` maps spec names to classes."""
+"""One class per layer; ``BUILTINS`` maps spec names to classes.
 
-from .affine import Conv, Dense
-from .base import Layer, LayerArgError, Shape, ShapeError
+A layer class registers itself under its ``spec_name`` when its module is
+imported (``base.REGISTRY``); every layer module is imported here, so after
+``import ntkdsl.compiler.layers`` the registry holds the whole language.
+"""
+
+from .affine import Affine, Conv, Dense
+from .base import DECLARATIONS, REGISTRY, Layer, LayerArgError, Shape, ShapeError
 from .combinators import Residual, Serial
 from .pointwise import ABRelu, Erf, Gelu, Identity, LeakyRelu, Pointwise, Relu, Sin, Tanh
-from .structural import AvgPool, Flatten, GlobalAvgPool
+from .structural import AvgPool, Flatten, GlobalAvgPool, Structural
 
 #: the built-in layers of the language, by the name a spec uses
-BUILTINS: dict[str, type[Layer]] = {
-    cls.spec_name: cls
-    for cls in (
-        Dense, Conv, Relu, LeakyRelu, ABRelu, Erf, Gelu, Sin, Tanh, Identity,
-        AvgPool, GlobalAvgPool, Flatten,
-    )
-}
+BUILTINS: dict[str, type[Layer]] = REGISTRY
 
 #: every pointwise layer class (the symbolic checks are parametrised over it)
-POINTWISE: tuple[type[Pointwise], ...] = (
-    Relu, LeakyRelu, ABRelu, Erf, Gelu, Sin, Tanh, Identity,
-)
+POINTWISE: tuple[type[Pointwise], ...] = tuple(
+    cls for cls in REGISTRY.values() if issubclass(cls, Pointwise))
 
 __all__ = [
-    "BUILTINS", "POINTWISE", "ABRelu", "AvgPool", "Conv", "Dense", "Erf", "Flatten",
-    "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerArgError", "LeakyRelu", "Pointwise",
-    "Relu", "Residual", "Serial", "Shape", "ShapeError", "Sin", "Tanh",
+    "BUILTINS", "DECLARATIONS", "POINTWISE", "REGISTRY", "ABRelu", "Affine", "AvgPool", "Conv",
+    "Dense", "Erf", "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerArgError",
+    "LeakyRelu", "Pointwise", "Relu", "Residual", "Serial", "Shape", "ShapeError", "Sin",
+    "Structural", "Tanh",
 ]

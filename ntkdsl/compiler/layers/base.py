@@ -1,11 +1,20 @@
-"""The base of every layer class, and the errors a layer raises.
+"""The base of every layer class, the facts a layer declares, and the errors it raises.
 
-One class per layer (see docs/design.md). A layer declares
+One class per layer (see docs/design.md). A layer class holds everything
+about its layer:
 
 * its parameters, as frozen dataclass fields, validated in ``__post_init__``;
 * its shape rule, :meth:`Layer.out_shape`;
-* its paired kernel rule (NNGP and NTK), used by ``compiler/kernels.py``;
-* its finite-width ``init`` / ``apply``, used by ``compiler/network.py``.
+* its paired kernel rule, ``kernel_rule(k, plan)`` on a
+  :class:`~ntkdsl.compiler.covariance.KernelState`, built from the family
+  rules of ``compiler/rules.py`` and the covariance maps of
+  ``compiler/covariance.py``;
+* its finite-width ``init(key, shape)`` / ``apply(params, x)``;
+* its rendering in ``check`` and ``explain`` (``describe``, ``explain_rule``);
+* the facts the passes read, declared as class attributes (see
+  :data:`DECLARATIONS`). ``Layer`` itself declares none of them, so a new
+  layer that forgets one fails loudly in the pass that reads it (and in
+  ``tests/test_layer_declarations.py``) instead of getting a silent default.
 
 Shapes here never include the batch axis: ``(features,)`` for fully
 connected data, ``(*spatial, channels)`` for convolutional data.
@@ -13,12 +22,44 @@ connected data, ``(*spatial, channels)`` for convolutional data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from ...diagnostics import Span
 
 Shape = tuple[int, ...]
+Stride = int | tuple[int, ...]
+
+#: the facts every concrete layer class declares, and what each pass reads them for
+DECLARATIONS: dict[str, str] = {
+    "input_entries": (
+        "which entries of its input covariance the kernel rule needs: 'as_output' (the "
+        "same as is needed after it), 'full' (every pair of positions) or 'diagonal' "
+        "(per-position variances only)  [analysis]"),
+    "reads_variances": "whether its kernel rule reads the per-input variances  [analysis, "
+                       "memory model]",
+    "gaussian": (
+        "what it does to the Gaussianity of the activations: 'makes' (an affine layer: "
+        "independent Gaussian output), 'keeps' (a linear map), 'breaks' (a nonlinearity)  "
+        "[checks]"),
+    "needs_gaussian_input": "whether its kernel rule is valid only for a Gaussian input  "
+                            "[checks]",
+    "spatial": (
+        "what it does to spatial axes: 'any' (acts per position or elementwise), 'needs' "
+        "(needs spatial axes and keeps them), 'removes' (needs them and removes them), "
+        "'flattens' (removes any it finds)  [checks, input checks]"),
+    "kernel_map": "whether its rule is a Gaussian expectation T / Tdot of an elementwise phi "
+                  "(a nonlinearity)  [symbolic checks, explain, signal propagation]",
+    "vmap_is_slow": "whether its finite apply becomes slow when vmapped over parameters "
+                    "(a convolution turns grouped)  [Monte Carlo kernels]",
+    "float_args": "the arguments that are real numbers (an integer given for them is a "
+                  "float)  [expand]",
+}
+
+
+#: every built-in layer class by the name a spec uses; a class with a ``spec_name``
+#: registers itself when it is defined (so adding a layer is adding its class)
+REGISTRY: dict[str, type[Layer]] = {}
 
 
 class LayerArgError(ValueError):
@@ -37,32 +78,60 @@ class ShapeError(ValueError):
     """An input shape does not fit a layer; the caller locates it at the layer."""
 
 
+def _fmt(v: object, short: bool) -> str:
+    return f"{v:.6g}" if short and isinstance(v, float) else repr(v)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Layer:
-    """A node of the layer graph."""
+    """A node of the layer graph (see the module docstring for what a subclass declares)."""
 
     span: Span | None = field(default=None, compare=False, repr=False)
 
     #: the name a spec uses for this layer; ``None`` for internal nodes
     spec_name: ClassVar[str | None] = None
+    #: how a combinator combines its children: 'sequence' (Serial), 'sum' (Residual);
+    #: ``None`` for a leaf layer
+    combine: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("spec_name")
+        if name is not None:
+            if name in REGISTRY and REGISTRY[name].__qualname__ != cls.__qualname__:
+                raise TypeError(f"two layer classes are named {name!r}")
+            REGISTRY[name] = cls
 
     def out_shape(self, shape: Shape) -> Shape:
         """The output shape (no batch axis) for an input of ``shape``."""
-        return shape
+        raise NotImplementedError
 
-    def children(self) -> tuple[Layer, ...]:
-        """Nested layers (for Serial and Residual); empty for leaves."""
+    def children(self) -> tuple[Layer | None, ...]:
+        """Nested layers of a combinator (``None``: an identity path); empty for leaves."""
         return ()
 
-    def describe(self) -> str:
-        """A one-line, spec-like rendering of the layer with its arguments."""
-        from dataclasses import fields
+    # ---- what the static checks read ------------------------------------------------
+    def window_args(self) -> dict[str, Stride]:
+        """Arguments with one entry per spatial axis (their tuples must agree in length)."""
+        return {}
 
-        args = [
-            f"{f.name}={getattr(self, f.name)!r}"
-            for f in fields(self)
-            if f.name != "span" and f.init
-        ]
+    def stride(self) -> Stride:
+        """The factor by which the layer shrinks each spatial axis (1: none)."""
+        return 1
+
+    def channels_out(self) -> int | None:
+        """The channel count of the output when the layer fixes it (``None``: unchanged)."""
+        return None
+
+    # ---- rendering -------------------------------------------------------------------
+    def arguments(self) -> dict[str, object]:
+        """The layer's arguments as a spec would write them (resolved values)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "span" and f.init}
+
+    def describe(self, short: bool = False) -> str:
+        """A one-line, spec-like rendering with its arguments (``short``: 6 digits)."""
+        args = [f"{k}={_fmt(v, short)}" for k, v in self.arguments().items()]
         name = self.spec_name or type(self).__name__
         return f"{name}({', '.join(args)})" if args else name
 
