@@ -660,3 +660,28 @@ class Tanh(Pointwise):
 
     def special_cases(self) -> Identities:
         return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class Softplus(Pointwise):
+    """``Softplus(beta=1)``: log(1 + exp(beta * x)) / beta (no closed form: quadrature)."""
+
+    spec_name = "Softplus"
+    closed_form: ClassVar[bool] = False
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        _number(self, "beta")
+        if self.beta <= 0:
+            raise LayerArgError("beta", f"'beta' must be > 0, got {self.beta!r}")
+
+    def phi_expr(self, x):
+        b = _q(self.beta)
+        return sympy.log(1 + sympy.exp(b * x)) / b
+
+    def dphi_expr(self, x):
+        b = _q(self.beta)
+        return 1 / (1 + sympy.exp(-b * x))
+
+    def special_cases(self) -> Identities:
+        return []
