@@ -77,7 +77,8 @@ def test_spec_error_exit_2_located_no_traceback(capsys, tmp_path):
     (["--set", "width=3 +"], "<--set width>:1:4: error: unexpected end of input"),
     (["--net", "nope"], "no net named 'nope'"),
     (["--input-shape", "8,x"], "--input-shape expects positive integers"),
-    (["--input-shape", "3"], "Conv needs spatial axes"),
+    (["--input-shape", "3"],
+     "--input-shape 3 does not fit net 'cnn_flatten', which declares Input((-1, -1, 1))"),
 ])
 def test_bad_options_exit_2(capsys, argv, needle):
     code, _, err = run(capsys, "check", str(EXAMPLES / "digits_cnn.ntk"), *argv)

@@ -301,3 +301,12 @@ def test_a_spec_over_the_size_limit():
     err = error_of(parse, src, filename="t.ntk")
     assert where(err) == ("t.ntk", 1, 1, f"spec is too large ({len(src)} characters; at most "
                           f"{MAX_SOURCE_CHARS})")
+
+
+def test_text_and_its_imports_are_bounded_together(tmp_path):
+    (tmp_path / "l0.ntk").write_text("let x = 1\n" + "#" * (MAX_SOURCE_CHARS - 1000) + "\n")
+    (tmp_path / "l1.ntk").write_text("let y = 1\n" + "#" * 2000 + "\n")
+    text = 'import "l0.ntk"\nimport "l1.ntk"\nnet a { Dense(1) }\n' + "#" * (MAX_SOURCE_CHARS - 100)
+    err = error_of(parse, text, filename=str(tmp_path / "t.ntk"))
+    assert where(err) == ("t.ntk", 2, 1, "cannot import 'l1.ntk': the spec and its imports are "
+                          f"too large together (more than {2 * MAX_SOURCE_CHARS} characters)")

@@ -55,7 +55,9 @@ def _scope_from_source(source: str | bytes, filename: str | None,
     if isinstance(source, bytes):
         source = decode_source(source, name)
     key = os.path.realpath(filename) if filename else None
-    return Loader(_dirs(allow_import_from)).load_source(source, name, key)
+    loader = Loader(_dirs(allow_import_from))
+    loader.chars = len(source)  # the text counts towards the size of the whole load
+    return loader.load_source(source, name, key)
 
 
 def _scope_from_path(path: str | os.PathLike, allow_import_from: Dirs = None) -> FileScope:
