@@ -484,15 +484,15 @@ def progress_enabled(enabled: bool | None = None) -> bool:
     """Whether a progress bar should be drawn.
 
     Arguments:
-        enabled: ``False``: never; ``True``: whenever stderr is a terminal;
-            ``None``: as ``True`` unless the environment variable
+        enabled: ``False``: never; ``True``: always (the caller asked for it);
+            ``None``: when stderr is a terminal, unless the environment variable
             ``NTKDSL_NO_PROGRESS`` is set (to anything but ``""`` or ``"0"``).
 
     Returns:
-        ``True`` only if stderr is a terminal and the caller and environment allow it.
+        Whether to draw.
     """
-    if enabled is False:
-        return False
+    if enabled is not None:
+        return bool(enabled)
     if enabled is None and os.environ.get("NTKDSL_NO_PROGRESS", "") not in ("", "0"):
         return False
     isatty = getattr(sys.stderr, "isatty", None)

@@ -17,14 +17,16 @@ the output plus the covariances, not the per-pair state of the whole tile.
 Tiling (``batch_size=B``): x1 and x2 are cut into blocks of B rows (the last
 one ragged: padded by repeating its last row, and the extra rows dropped), and
 the kernel is assembled from tiles; with ``x2=None`` only the tiles on and
-above the diagonal are computed, the others are their transposes. Every
-entry goes through the same arithmetic whichever tile it falls in (inputs
-summed in a fixed order, the FC Gram matrix computed once, spatial means
-summed slice by slice), so tiled results equal untiled ones to the last bits
-(XLA's vectorised and remainder loops of sqrt/atan2 may round differently,
-and where the split falls depends on the tile shape). With no
-``batch_size``, inputs whose kernel would not fit in a quarter of the
-available memory are tiled automatically (see docs/kernels.md for the memory model).
+above the diagonal are computed, the others are their transposes. Entries
+go through nearly the same arithmetic whichever tile they fall in (inputs
+summed in a fixed order, spatial means summed slice by slice), so tiled
+results agree with untiled ones to rounding: within a few ulps (measured
+below 1e-14 relative to the largest entry), not bit for bit, because a
+matmul's and XLA's vectorised loops round by shape. With no ``batch_size``
+the tile size is the smaller of what fits a quarter of the available memory
+and what keeps a tile to ``TILE_ENTRIES`` kernel entries (about a second of
+work, so Ctrl-C, handled between tiles, stops a run promptly); a result that
+cannot fit in memory at all is refused up front (see docs/kernels.md).
 
 Precision: float64 by default, inside a local ``jax.enable_x64(True)``
 context around each call (the user's ``jax.config`` is never changed); the
@@ -168,11 +170,12 @@ def _fc_gram(x1, x2):
 
 
 def fc_inputs(a1, a2):
-    """For a fully connected net: the input Gram matrix and row norms, once for all tiles.
+    """For a fully connected net: the input Gram matrix and row norms of one tile.
 
-    Computed once (it is ``(n1, n2)``, the size of the result) so that every
-    tile reads the same bits: a matmul's rounding depends on the matrix shape,
-    and tiled results must equal untiled ones exactly.
+    A tiled kernel computes this per tile (from the tile's rows), so no array of
+    the result's size exists besides the result; a matmul's rounding depends on
+    the matrix shape, so tiled results agree with untiled ones to rounding
+    (about 1e-16 relative), not bit for bit.
     """
     k0, v1, v2 = _fc_gram(a1, a1 if a2 is None else a2)
     return k0, v1, v2
@@ -283,7 +286,7 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
     def fn(x1, x2=None):
         if len(p.in_shape) == 1 and not isinstance(x1, tuple):
             # a fully connected net called on raw (n, features) arrays (as predict does):
-            # its Gram matrix here (evaluate_kernel passes fc_inputs, computed once)
+            # its Gram matrix here (evaluate_kernel passes fc_inputs)
             k0, v1, v2 = _fc_gram(x1, x1 if x2 is None else x2)
             x1, x2 = (k0, v1), (None if x2 is None else v2)
         if nchunks > 1:
@@ -376,6 +379,31 @@ def default_batch_size(p: LayerPlan, n1: int, n2: int, symmetric: bool, itemsize
     return lo
 
 
+#: kernel entries (pairs x positions) one tile may hold when the tile size is chosen
+#: automatically: about a second of work on one CPU core, so that Ctrl-C (handled
+#: between tiles) stops a run promptly and the progress bar moves
+TILE_ENTRIES = 1 << 23
+
+
+def responsive_batch_size(p: LayerPlan, n1: int, n2: int, symmetric: bool,
+                          entries: int = TILE_ENTRIES) -> int | None:
+    """The largest tile size whose tiles hold at most ``entries`` kernel entries.
+
+    Returns:
+        ``None`` when the whole kernel is within that (one tile), else the size B.
+    """
+    pf = positions_factor(p)
+    pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
+    if pairs * pf <= entries:
+        return None
+    return max(1, math.isqrt(max(1, entries // pf)))
+
+
+def result_bytes(n1: int, n2: int, n_kernels: int, itemsize: int) -> int:
+    """Bytes of the result itself: ``n_kernels`` arrays of ``n1 x n2``."""
+    return n1 * n2 * n_kernels * itemsize
+
+
 def _blocks(n: int, b: int) -> list[tuple[int, int]]:
     return [(s, min(s + b, n)) for s in range(0, n, b)]
 
@@ -393,7 +421,7 @@ def _progress(total: int, progress) -> Any:
         return None
     if progress is False:
         return None
-    return progress_bar(total, "kernel tiles", progress, unit="tile")
+    return progress_bar(total, "kernel tiles", progress, unit="tile", leave=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,7 +452,7 @@ def _tile_fn(model, p: LayerPlan, n1: int, n2: int | None, dt: np.dtype, gets):
 
 
 def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None,
-                    progress=None):
+                    progress=None, out=None):
     """The analytic NNGP kernel and/or NTK between the rows of ``x1`` and ``x2``.
 
     Arguments:
@@ -437,7 +465,15 @@ def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None
             ragged); ``None``: no tiling unless the kernel would not fit in
             memory, then a size chosen from the available memory.
         progress: show a progress bar over tiles; ``None``: when there are
-            at least ``PROGRESS_MIN_TILES`` tiles.
+            at least ``PROGRESS_MIN_TILES`` tiles (and stderr is a terminal).
+        out: optional ``{name: array}`` of preallocated ``(n1, n2)`` outputs (a
+            ``np.memmap``, a zarr array): tiles are written there as they finish,
+            so the result need not fit in memory.
+
+    Memory: a tile holds at most its own pairs (``TILE_ENTRIES`` kernel entries
+    when the tile size is chosen automatically), so the peak is the result plus
+    one tile; a result that cannot fit in the available memory is refused up
+    front (pass ``out`` or use the kernel store) instead of failing halfway.
 
     Returns:
         For a string ``get`` the ``(n1, n2)`` numpy array; for a tuple a
@@ -449,10 +485,10 @@ def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None
         InputError: bad inputs or options (one line: expected vs received).
     """
     with jax.enable_x64(True):
-        return _evaluate(model, x1, x2, get, dtype, batch_size, progress)
+        return _evaluate(model, x1, x2, get, dtype, batch_size, progress, out)
 
 
-def _evaluate(model, x1, x2, get, dtype, batch_size, progress):
+def _evaluate(model, x1, x2, get, dtype, batch_size, progress, out):
     gets, single = parse_get(get)
     dt = parse_dtype(dtype)
     net = _net(model)
@@ -470,10 +506,22 @@ def _evaluate(model, x1, x2, get, dtype, batch_size, progress):
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         b = int(batch_size)
     else:
-        b = default_batch_size(p, n1, n2, sym, dt.itemsize)
-
-    fc = fc_inputs(a1, a2) if len(p.in_shape) == 1 else None
-    if b is None or b >= max(n1, n2):
+        sizes = [default_batch_size(p, n1, n2, sym, dt.itemsize),
+                 responsive_batch_size(p, n1, n2, sym)]
+        sizes = [s for s in sizes if s is not None]
+        b = min(sizes) if sizes else None
+    if out is None:
+        need = result_bytes(n1, n2, len(gets), dt.itemsize)
+        have = available_memory()
+        if need > 0.8 * have:
+            raise InputError(
+                f"the kernel itself needs {need / 2**30:.1f} GiB ({len(gets)} x {n1} x {n2} "
+                f"{dt.name}) but only {have / 2**30:.1f} GiB of memory is available: write it "
+                "to a kernel store (ntkdsl kernel --store K.zarr) or pass out= arrays")
+    if out is not None:
+        outs = _tiled(model, p, a1, a2, b or max(n1, n2), dt, gets, progress, out)
+    elif b is None or b >= max(n1, n2):
+        fc = fc_inputs(a1, a2) if len(p.in_shape) == 1 else None
         if fc is not None:
             k0, v1, v2 = fc
             outs = (_tile_fn(model, p, n1, None, dt, gets)((k0, v1)) if sym else
@@ -482,17 +530,42 @@ def _evaluate(model, x1, x2, get, dtype, batch_size, progress):
             outs = _tile_fn(model, p, n1, None, dt, gets)(a1)
         else:
             outs = _tile_fn(model, p, n1, n2, dt, gets)(a1, a2)
+        outs = tuple(np.asarray(o) for o in outs)
+        for g, o in zip(gets, outs):
+            check_finite(o, g, dt)
     else:
-        outs = _tiled(model, p, a1, a2, b, dt, gets, progress, fc)
+        outs = _tiled(model, p, a1, a2, b, dt, gets, progress)
 
-    result = {g: np.asarray(o) for g, o in zip(gets, outs)}
+    result = dict(zip(gets, outs))
     if single:
         return result[gets[0]]
     return Kernel(nngp=result.get("nngp"), ntk=result.get("ntk"))
 
 
-def _tiled(model, p, a1, a2, b, dt, gets, progress, fc=None):
-    """Assemble the kernel from tiles of at most b x b (symmetric tiles computed once)."""
+def check_finite(a: np.ndarray, name: str, dt: np.dtype, offset: tuple[int, int] = (0, 0)
+                 ) -> None:
+    """Refuse a non-finite kernel computed from finite inputs, naming the entries.
+
+    Raises:
+        InputError: how many entries, the first one, and the likely cause.
+    """
+    bad = ~np.isfinite(a)
+    if not bad.any():
+        return
+    first = tuple(int(v) + o for v, o in zip(np.argwhere(bad)[0], offset))
+    raise InputError(
+        f"the {name} kernel has {int(bad.sum())} non-finite entries (the first at "
+        f"{list(first)}) although the inputs are finite: the inputs' scale overflows "
+        f"{dt.name} in this net; scale the inputs down"
+        + (" or compute in float64" if dt == np.float32 else ""))
+
+
+def _tiled(model, p, a1, a2, b, dt, gets, progress, out=None):
+    """Assemble the kernel from tiles of at most b x b (symmetric tiles computed once).
+
+    A fully connected net's tile reads the Gram matrix of its own rows only, so no
+    ``n1 x n2`` array exists besides the result; with ``out`` not even that.
+    """
     sym = a2 is None
     n1 = a1.shape[0]
     n2 = n1 if sym else a2.shape[0]
@@ -503,37 +576,31 @@ def _tiled(model, p, a1, a2, b, dt, gets, progress, fc=None):
         tiles = [(i, j) for i in range(len(blocks1)) for j in range(i, len(blocks1))]
     else:
         tiles = [(i, j) for i in range(len(blocks1)) for j in range(len(blocks2))]
-    outs = [np.empty((n1, n2), dt) for _ in gets]
+    outs = ([out[g] for g in gets] if out is not None
+            else [np.empty((n1, n2), dt) for _ in gets])
     grid_fn = _tile_fn(model, p, b1, b2, dt, gets)
     sym_fn = _tile_fn(model, p, b1, None, dt, gets) if sym else None
-    if fc is not None:
-        k0, v1, v2 = (np.asarray(a) for a in fc)
-        vb1 = [_padded(v1, lo, hi, b1) for lo, hi in blocks1]
-        vb2 = [_padded(v2, lo, hi, b2) for lo, hi in blocks2]
+    xb1 = [_padded(a1, lo, hi, b1) for lo, hi in blocks1]
+    xb2 = xb1 if sym else [_padded(a2, lo, hi, b2) for lo, hi in blocks2]
+    fc = len(p.in_shape) == 1
 
-        def tile(i, j):
-            (lo1, hi1), (lo2, hi2) = blocks1[i], blocks2[j]
-            kt = _padded(_padded(k0, lo1, hi1, b1).T, lo2, hi2, b2).T
-            if sym and i == j:
-                return sym_fn((kt, vb1[i]))
-            return grid_fn((kt, vb1[i]), vb2[j])
-    else:
-        xb1 = [_padded(a1, lo, hi, b1) for lo, hi in blocks1]
-        xb2 = xb1 if sym else [_padded(a2, lo, hi, b2) for lo, hi in blocks2]
-
-        def tile(i, j):
-            return sym_fn(xb1[i]) if sym and i == j else grid_fn(xb1[i], xb2[j])
+    def tile(i, j):
+        if fc:
+            k0, v1, v2 = _fc_gram(xb1[i], xb2[j])
+            return sym_fn((k0, v1)) if sym and i == j else grid_fn((k0, v1), v2)
+        return sym_fn(xb1[i]) if sym and i == j else grid_fn(xb1[i], xb2[j])
 
     bar = _progress(len(tiles), progress)
     try:
         for i, j in tiles:
             (lo1, hi1), (lo2, hi2) = blocks1[i], blocks2[j]
             res = tile(i, j)
-            for out, r in zip(outs, res):
+            for g, o, r in zip(gets, outs, res):
                 r = np.asarray(r)[: hi1 - lo1, : hi2 - lo2]
-                out[lo1:hi1, lo2:hi2] = r
+                check_finite(r, g, dt, (lo1, lo2))
+                o[lo1:hi1, lo2:hi2] = r
                 if sym and i != j:
-                    out[lo2:hi2, lo1:hi1] = r.T
+                    o[lo2:hi2, lo1:hi1] = r.T
             if bar is not None:
                 bar.update(1)
     finally:
