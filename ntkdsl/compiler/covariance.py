@@ -366,3 +366,94 @@ def add_states(states: list[KernelState]) -> KernelState:
     return replace(first, nngp=total([s.nngp for s in states]), ntk=total([s.ntk for s in states]),
                    cov1=cov1, cov2=cov2, recorded=tuple(sorted(recorded.items(),
                                                                key=lambda kv: kv[0])))
+
+
+# ---------------------------------------------------------------------------------------------
+# maps of sum pooling, transposed and local convolutions, resizing, dropout
+
+
+def sum_pool_cov(a: Array, window: Shape, strides: Shape, padding: str) -> Array:
+    """Sum pooling on a full covariance: :func:`pool_cov` times ``prod(window)**2``."""
+    return pool_cov(a, window, strides, padding) * float(math.prod(window)) ** 2
+
+
+def sum_leading(a: Array, naxes: int) -> Array:
+    """The sum over the ``naxes`` leading axes (:func:`mean_leading` times their size)."""
+    return mean_leading(a, naxes) * float(math.prod(a.shape[:naxes]))
+
+
+def axis_pair_map(a: Array, full: bool, nd: int, mats: tuple[tuple[np.ndarray, ...], ...]
+                  ) -> Array:
+    """``sum_d M_d K M_d^T`` on each spatial axis: the covariance of ``y = sum_d M_d x_d``.
+
+    ``mats[i]`` are the ``(out, n)`` matrices of axis ``i``, one per independent term
+    ``d`` (a filter offset of a transposed convolution; a single interpolation matrix
+    for a resize). Full state: on the axis pair ``(2i, 2i+1)``,
+    ``K'[o, o'] = sum_d sum_{p, p'} M_d[o, p] M_d[o', p'] K[p, p']``. Diagonal state:
+    ``K'[o] = sum_d sum_p M_d[o, p]**2 K[p]``, which is exact when every row of each
+    ``M_d`` has at most one non-zero entry (the caller's duty: otherwise it needs ``full``).
+    """
+    for i, ms in enumerate(mats):
+        acc = None
+        for m in ms:
+            if full:
+                mj = jnp.asarray(m, a.dtype)
+                t = jnp.moveaxis(jnp.tensordot(mj, a, axes=(1, 2 * i)), 0, 2 * i)
+                t = jnp.moveaxis(jnp.tensordot(mj, t, axes=(1, 2 * i + 1)), 0, 2 * i + 1)
+            else:
+                mj = jnp.asarray(m * m, a.dtype)
+                t = jnp.moveaxis(jnp.tensordot(mj, a, axes=(1, i)), 0, i)
+            acc = t if acc is None else acc + t
+        a = acc
+    return a
+
+
+def diag_to_full(d: Array, nd: int) -> Array:
+    """A diagonal state ``(P..., batch)`` as a full one that is zero off the diagonal.
+
+    The covariance of a layer whose outputs at different positions are independent
+    (a locally connected layer: independent weights per position).
+    """
+    if nd == 0:
+        return d
+    sp = d.shape[:nd]
+    rest = d.shape[nd:]
+    out = d.reshape([x for n in sp for x in (n, 1)] + list(rest))
+    for i, n in enumerate(sp):
+        shape = [1] * (2 * nd) + [1] * len(rest)
+        shape[2 * i], shape[2 * i + 1] = n, n
+        out = out * jnp.eye(n, dtype=d.dtype).reshape(shape)
+    return out
+
+
+def same_sample_diagonal(a: Array, factor: float, k: KernelState, batch: str) -> Array:
+    """``a`` with the entries of one sample at one position multiplied by ``factor``.
+
+    These are the entries whose two activations share a dropout mask: the same
+    position (``p == p'`` on every spatial axis; every entry of a diagonal state)
+    of the same sample. ``batch`` says which batch entries are the same sample:
+    ``"all"`` (a per-input covariance ``cov1``/``cov2``), ``"pairs"`` (``nngp``/``ntk``:
+    the pairs ``(i, i)`` when x2 is x1, none otherwise).
+    """
+    nb = a.ndim - (2 * k.nd if k.full else k.nd)
+    mask = np.ones((1,) * nb, dtype=bool)
+    if batch == "pairs":
+        if not k.same:
+            return a
+        if k.rows is not None:
+            mask = np.asarray(k.rows == k.cols)
+        else:
+            mask = np.eye(a.shape[-2], a.shape[-1], dtype=bool)
+    spatial = np.ones((), dtype=bool)
+    if k.full:
+        sp = a.shape[: 2 * k.nd]
+        spatial = np.ones(sp, dtype=bool)
+        for i in range(k.nd):
+            shape = [1] * (2 * k.nd)
+            shape[2 * i], shape[2 * i + 1] = sp[2 * i], sp[2 * i + 1]
+            spatial = spatial & np.eye(sp[2 * i], sp[2 * i + 1], dtype=bool).reshape(shape)
+    else:
+        spatial = spatial.reshape((1,) * k.nd)
+    where = spatial.reshape(spatial.shape + (1,) * nb) & mask.reshape(
+        (1,) * spatial.ndim + mask.shape)
+    return jnp.where(where, a * factor, a)
