@@ -19,7 +19,7 @@ from ..compiler.evaluate import format_value
 from ..compiler.expand import is_required
 from ..compiler.frontend import check_file, infer_shapes
 from ..compiler.graph import Net
-from ..compiler.layers import Layer, Residual, Serial
+from ..compiler.layers import Layer
 from ..diagnostics import InputError
 from .common import add_spec_arguments, parse_set_options
 
@@ -83,8 +83,8 @@ def layer_text(layer: Layer) -> str:
     Returns:
         e.g. ``Conv(64, 3, strides=2, W_std=1.41421)``.
     """
-    if isinstance(layer, Residual | Serial):
-        return "Residual" if isinstance(layer, Residual) else "Serial"
+    if layer.combine is not None:
+        return layer.spec_name or type(layer).__name__
     parts = []
     for f in dataclasses.fields(layer):
         if not f.init or f.name == "span":
@@ -99,7 +99,7 @@ def layer_text(layer: Layer) -> str:
 
 
 def _count(node: Layer) -> int:
-    n = 0 if isinstance(node, Serial) else 1
+    n = 0 if node.combine == "sequence" else 1
     return n + sum(_count(c) for c in node.children() if c is not None)
 
 
@@ -155,18 +155,19 @@ def summarize(net: Net, input_shape: tuple[int, ...] | None = None) -> str:
         + (f"; input shape {input_shape}" if input_shape is not None else ""),
     ]
 
-    def show(serial: Serial, indent: str) -> None:
-        for layer in serial.layers:
+    def show(serial: Layer, indent: str) -> None:
+        for layer in serial.children():
             text = f"{indent}{layer_text(layer)}"
             if id(layer) in shapes:
                 text = f"{text:<44} -> {shapes[id(layer)]}"
             lines.append(text)
-            if isinstance(layer, Residual):
+            if layer.combine == "sum":
+                branch, shortcut = layer.children()
                 lines.append(f"{indent}  branch:")
-                show(layer.branch, indent + "    ")
-                lines.append(f"{indent}  shortcut:" + ("" if layer.shortcut else " identity"))
-                if layer.shortcut is not None:
-                    show(layer.shortcut, indent + "    ")
+                show(branch, indent + "    ")
+                lines.append(f"{indent}  shortcut:" + ("" if shortcut else " identity"))
+                if shortcut is not None:
+                    show(shortcut, indent + "    ")
 
     show(net.body, "    ")
     if input_shape is not None and rows is not None:

@@ -16,18 +16,12 @@ counts zeros at the border; the maps describe the interior).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..compiler.layers import (
-    AvgPool,
-    Conv,
-    Dense,
-    Flatten,
-    GlobalAvgPool,
-    Pointwise,
-    Residual,
-    Serial,
-)
 from ..diagnostics import InputError
+
+if TYPE_CHECKING:
+    from ..compiler.layers import Affine, Pointwise
 
 
 class NotCovered(InputError):
@@ -43,7 +37,7 @@ class Block:
         act: the pointwise layer after it.
     """
 
-    affine: Dense | Conv
+    affine: Affine
     act: Pointwise
 
     @property
@@ -87,22 +81,38 @@ class Chain:
     blocks: tuple[Block, ...]
     repeated: Block
     run: int
-    readout: Dense | Conv | None
+    readout: Affine | None
     flatten: bool
     convolutional: bool
     uncovered: tuple[str, ...]
     parameterization: str
 
 
-_AFFINE = (Dense, Conv)
-_POOL = (AvgPool, GlobalAvgPool, Flatten)
+def _is_affine(layer) -> bool:
+    """Dense, Conv: the layers whose output is a fresh Gaussian (``gaussian == "makes"``)."""
+    return layer.combine is None and layer.gaussian == "makes"
+
+
+def _is_nonlinearity(layer) -> bool:
+    return layer.combine is None and layer.kernel_map
+
+
+def _is_pool(layer) -> bool:
+    """Pooling, global pooling, Flatten: linear maps that act on the spatial axes."""
+    return (layer.combine is None and not layer.kernel_map and layer.gaussian == "keeps"
+            and layer.spatial in ("needs", "removes", "flattens"))
+
+
+def _mixes_positions(layer) -> bool:
+    """A window over positions (AvgPool-like), as opposed to a global readout."""
+    return _is_pool(layer) and layer.spatial == "needs"
 
 
 def _flat(node, out: list) -> None:
-    for layer in node.layers if isinstance(node, Serial) else (node,):
-        if isinstance(layer, Serial):
+    for layer in node.children() if node.combine == "sequence" else (node,):
+        if layer.combine == "sequence":
             _flat(layer, out)
-        elif isinstance(layer, Residual):
+        elif layer.combine is not None:
             raise NotCovered(
                 "ntkdsl analyze: residual nets are not covered (the mean-field maps here are "
                 "for chains of affine and pointwise layers; a Residual adds its paths' kernels)"
@@ -136,11 +146,11 @@ def find_chain(net) -> Chain:
     i = 0
     while i < len(layers):
         layer = layers[i]
-        if isinstance(layer, _AFFINE):
+        if _is_affine(layer):
             nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(nxt, Pointwise):
+            if nxt is not None and _is_nonlinearity(nxt):
                 after = layers[i + 2] if i + 2 < len(layers) else None
-                if isinstance(after, Pointwise):
+                if after is not None and _is_nonlinearity(after):
                     raise NotCovered(
                         f"ntkdsl analyze: two nonlinearities in a row ({_name(nxt)}, "
                         f"{_name(after)}) are not covered: each block is one affine layer "
@@ -150,12 +160,12 @@ def find_chain(net) -> Chain:
                 i += 2
                 continue
             items.append(layer)
-        elif isinstance(layer, Pointwise):
+        elif _is_nonlinearity(layer):
             raise NotCovered(
                 f"ntkdsl analyze: {_name(layer)} at layer {i + 1} does not follow an affine "
                 "layer; the maps cover chains of Dense/Conv + nonlinearity blocks"
             )
-        elif isinstance(layer, _POOL):
+        elif _is_pool(layer):
             items.append(layer)
         else:
             raise NotCovered(
@@ -176,7 +186,8 @@ def find_chain(net) -> Chain:
         )
     rest = items[n_lead:]
     later_blocks = sum(isinstance(it, Block) for it in rest)
-    if n_lead == 1 and later_blocks and any(isinstance(it, AvgPool) for it in rest):
+    mixing = any(not isinstance(it, Block) and _mixes_positions(it) for it in rest)
+    if n_lead == 1 and later_blocks and mixing:
         raise NotCovered(
             f"ntkdsl analyze: AvgPool in the middle of the repeated part (after block {n_lead} "
             f"of {n_lead + later_blocks}): pooling mixes positions, which the mean-field maps "
@@ -193,9 +204,10 @@ def find_chain(net) -> Chain:
     repeated = blocks[best]
 
     readout, flatten, uncovered = None, False, ()
-    if len(rest) == 1 and isinstance(rest[0], _AFFINE):
+    if len(rest) == 1 and not isinstance(rest[0], Block) and _is_affine(rest[0]):
         readout = rest[0]
-    elif len(rest) == 2 and isinstance(rest[0], Flatten) and isinstance(rest[1], _AFFINE):
+    elif (len(rest) == 2 and not isinstance(rest[0], Block) and rest[0].spatial == "flattens"
+          and not isinstance(rest[1], Block) and _is_affine(rest[1])):
         readout, flatten = rest[1], True
     elif rest:
         uncovered = tuple(it.describe() for it in rest)
@@ -207,7 +219,7 @@ def find_chain(net) -> Chain:
         run=best_len,
         readout=readout,
         flatten=flatten,
-        convolutional=any(isinstance(b.affine, Conv) for b in blocks),
+        convolutional=any(b.affine.spatial != "any" for b in blocks),
         uncovered=uncovered,
         parameterization=param,
     )

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnostics import InputError
-from ..predict import KINDS, Gaussian, effective_learning_rate
+from ..dynamics import KINDS, Gaussian, effective_learning_rate
 from .cg import cg_solve
 from .lanczos import lanczos_functions
 from .operators import KernelOperator, as_operator, regularized
@@ -65,7 +65,7 @@ def mode_factors(optimizer: str = "flow", eta: float = 1.0, momentum: float = 0.
     """
     import jax
 
-    from ..predict import _mode_factors
+    from ..dynamics import _mode_factors
 
     def factors(theta, times):
         times = np.asarray(times, np.float64)
