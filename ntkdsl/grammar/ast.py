@@ -167,7 +167,18 @@ class NetDef(Node):
     body: tuple[Stmt, ...]
 
 
-Item = Import | Let | BlockDef | NetDef | Defaults
+@dataclass(frozen=True)
+class ActivationDef(Node):
+    """``activation NAME(x, P = DEFAULT, ...) = FORMULA``: the first parameter is the
+    pre-activation variable, the others the activation's parameters."""
+
+    name: str
+    name_span: Span = field(compare=False, repr=False)
+    params: tuple[Param, ...]
+    formula: Expr
+
+
+Item = Import | Let | BlockDef | NetDef | Defaults | ActivationDef
 
 
 @dataclass(frozen=True)

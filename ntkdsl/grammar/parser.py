@@ -403,6 +403,11 @@ class _ToAst(Transformer_NonRecursive):
         return ast.NetDef(str(token), self._tspan(token), params or (), body,
                           span=self._span(meta))
 
+    def activation_def(self, meta, children):
+        token, params, formula = children
+        return ast.ActivationDef(str(token), self._tspan(token), params, formula,
+                                 span=self._span(meta))
+
     def start(self, meta, children):
         items = tuple(c for c in children if c is not None and not isinstance(c, lark.Token))
         return ast.Module(self.filename, items, span=self._span(meta))
