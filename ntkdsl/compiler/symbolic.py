@@ -238,7 +238,9 @@ def expect_one(f: Callable, var, kinks: Sequence = (), dps: int = 15):
 def _mp_fns(layer) -> tuple[Callable, Callable, tuple]:
     phi = sympy.lambdify(x, layer.phi_expr(x), "mpmath")
     dphi = sympy.lambdify(x, layer.dphi_expr(x), "mpmath")
-    kinks = (0,) if layer.phi_expr(x).has(sympy.Min, sympy.Max) else ()
+    # every non-smooth built-in is non-smooth at 0 only (max(x, 0), |x|, sign, steps)
+    rough = (sympy.Min, sympy.Max, sympy.Abs, sympy.sign, sympy.Heaviside, sympy.Piecewise)
+    kinks = (0,) if layer.phi_expr(x).has(*rough) or layer.dphi_expr(x).has(*rough) else ()
     return phi, dphi, kinks
 
 
@@ -269,6 +271,10 @@ def check_price(layer) -> list[CheckResult]:
     name = layer.describe()
     if not layer.closed_form:
         return [_price_quadrature(layer)]
+    if layer.jump:  # phi' = 0 a.e. while phi jumps: Price does not apply, Tdot must be 0
+        ok = sympy.simplify(layer.Tdot_expr()) == 0 and sympy.simplify(layer.dphi_expr(x)) == 0
+        return [CheckResult(name, "price", "phi jumps: phi' == 0 a.e. and Tdot == 0", ok,
+                            "symbolic", "sympy.simplify (Price's theorem does not apply)")]
     ok, how, detail = prove_zero(sympy.diff(layer.T_expr(), s12) - layer.Tdot_expr())
     return [CheckResult(name, "price", "dT/ds12 - Tdot == 0", ok, how, detail)]
 
@@ -463,6 +469,17 @@ def example_layers() -> list:
         L.ABRelu: [L.ABRelu(a=-0.5, b=2.0), L.ABRelu(a=0.3, b=1.5)],
         L.Erf: [L.Erf(), L.Erf(a=1.5, b=0.7, c=0.3)],
         L.Sin: [L.Sin(), L.Sin(a=1.2, b=0.8, c=0.4)],
+        L.Cos: [L.Cos(), L.Cos(a=1.2, b=0.8, c=0.4)],
+        L.Exp: [L.Exp(), L.Exp(a=0.7, b=-0.6)],
+        # the defaults Gaussian(b=-1) and Rbf(gamma=1) have features finer than the fixed
+        # segments of expect_pair at variance 4: tests/test_nonlinearities.py checks them
+        # against a refined reference
+        L.Gaussian: [L.Gaussian(a=1.3, b=-0.4), L.Gaussian(b=-0.25)],
+        L.Rbf: [L.Rbf(gamma=0.3), L.Rbf(gamma=0.1)],
+        L.Monomial: [L.Monomial(degree=n) for n in (0, 1, 2, 5)],
+        L.RectifiedMonomial: [L.RectifiedMonomial(degree=n) for n in (1, 0, 2)],
+        L.Polynomial: [L.Polynomial(coef=(0.5, -1.0, 0.25, 0.3)), L.Polynomial(coef=(2,))],
+        L.Hermite: [L.Hermite(degree=n) for n in (3, 0, 1)],
     }
     out = []
     for cls in L.POINTWISE:

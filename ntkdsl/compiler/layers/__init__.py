@@ -8,7 +8,25 @@ imported (``base.REGISTRY``); every layer module is imported here, so after
 from .affine import Affine, Conv, Dense
 from .base import DECLARATIONS, REGISTRY, Layer, LayerArgError, Shape, ShapeError
 from .combinators import Residual, Serial
+from .convolutions import ConvLocal, ConvTranspose
+from .dropout import Dropout
+from .normalization import LayerNorm
 from .pointwise import ABRelu, Erf, Gelu, Identity, LeakyRelu, Pointwise, Relu, Sin, Tanh
+from .pointwise_more import (
+    Abs,
+    Cos,
+    Exp,
+    Gaussian,
+    Hermite,
+    Monomial,
+    Polynomial,
+    Rbf,
+    RectifiedMonomial,
+    Sigmoid,
+    Sign,
+)
+from .pooling import GlobalSumPool, SumPool
+from .resize import Resize
 from .structural import AvgPool, Flatten, GlobalAvgPool, Structural
 
 #: the built-in layers of the language, by the name a spec uses
@@ -23,4 +41,7 @@ __all__ = [
     "Dense", "Erf", "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerArgError",
     "LeakyRelu", "Pointwise", "Relu", "Residual", "Serial", "Shape", "ShapeError", "Sin",
     "Structural", "Tanh",
+    "Abs", "Cos", "Exp", "Gaussian", "Hermite", "Monomial", "Polynomial", "Rbf",
+    "RectifiedMonomial", "Sigmoid", "Sign",
+    "ConvLocal", "ConvTranspose", "Dropout", "GlobalSumPool", "LayerNorm", "Resize", "SumPool",
 ]

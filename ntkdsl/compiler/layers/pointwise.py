@@ -33,7 +33,7 @@ from ..._lazy import lazy
 from .. import covariance as cv
 from .. import rules
 from ..terms import call
-from .base import Layer, LayerArgError, Shape
+from .base import Layer, LayerArgError, Shape, check_real
 
 sympy = lazy("sympy")
 S = lazy("ntkdsl.compiler.symbols")
@@ -46,9 +46,7 @@ Identities = list[tuple[str, Any, Any]]
 
 def _number(layer: Layer, *names: str) -> None:
     for n in names:
-        v = getattr(layer, n)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
-            raise LayerArgError(n, f"'{n}' must be a number, got {v!r}")
+        check_real(layer, n)
 
 
 def _q(v: float):
@@ -78,6 +76,10 @@ class Pointwise(Layer):
     #: phi(c x) = c phi(x) for c > 0, so T(c s) = c T(s): the rule evaluates T on
     #: variances scaled by a power of two, which cannot overflow
     homogeneous: ClassVar[bool] = False
+    #: phi jumps (Sign, a step): its derivative is 0 almost everywhere, so Tdot = 0 and the
+    #: NTK gets nothing through the layer, while dT/ds12 != 0 (Price's theorem needs a
+    #: weakly differentiable phi); the symbolic check proves Tdot == 0 instead
+    jump: ClassVar[bool] = False
 
     input_entries: ClassVar[str] = "as_output"
     reads_variances: ClassVar[bool] = True
@@ -549,6 +551,21 @@ class Gelu(Pointwise):
         return []
 
 
+def sin_forms(a, b, c) -> tuple:
+    """``(T, Tdot, diag, diag_dot)`` of ``a sin(b x + c)`` for sympy numbers ``a, b, c``.
+
+    A function of exact values (not of a layer's float fields), so that other layers'
+    identities can use it with arguments such as ``c + pi / 2`` (Cos) or ``sqrt(2 gamma)``
+    (Rbf) and be proved exactly.
+    """
+    s11, s12, s22 = S.PAIR_ARGS
+    minus = sympy.exp(-(b**2) * (s11 + s22 - 2 * s12) / 2)
+    plus = sympy.exp(-(b**2) * (s11 + s22 + 2 * s12) / 2) * sympy.cos(2 * c)
+    d = sympy.exp(-2 * b**2 * S.s) * sympy.cos(2 * c)
+    return (a**2 / 2 * (minus - plus), a**2 * b**2 / 2 * (minus + plus),
+            a**2 / 2 * (1 - d), a**2 * b**2 / 2 * (1 + d))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Sin(Pointwise):
     """``Sin(a=1, b=1, c=0)``: a * sin(b * x + c).
@@ -577,28 +594,17 @@ class Sin(Pointwise):
         a, b, c = self._abc()
         return a * b * sympy.cos(b * x + c)
 
-    def _parts(self):
-        s11, s12, s22 = S.PAIR_ARGS
-        a, b, c = self._abc()
-        minus = sympy.exp(-(b**2) * (s11 + s22 - 2 * s12) / 2)
-        plus = sympy.exp(-(b**2) * (s11 + s22 + 2 * s12) / 2) * sympy.cos(2 * c)
-        return a, b, minus, plus
-
     def _T(self):
-        a, _, minus, plus = self._parts()
-        return a**2 / 2 * (minus - plus)
+        return sin_forms(*self._abc())[0]
 
     def _Tdot(self):
-        a, b, minus, plus = self._parts()
-        return a**2 * b**2 / 2 * (minus + plus)
+        return sin_forms(*self._abc())[1]
 
     def _diag(self):
-        a, b, c = self._abc()
-        return a**2 / 2 * (1 - sympy.exp(-2 * b**2 * S.s) * sympy.cos(2 * c))
+        return sin_forms(*self._abc())[2]
 
     def _diag_dot(self):
-        a, b, c = self._abc()
-        return a**2 * b**2 / 2 * (1 + sympy.exp(-2 * b**2 * S.s) * sympy.cos(2 * c))
+        return sin_forms(*self._abc())[3]
 
     def special_cases(self) -> Identities:
         base = Sin(a=1, b=self.b, c=self.c)
