@@ -128,7 +128,16 @@ class Let(Node):
     value: Expr
 
 
-Stmt = Call | Repeat | ResidualStmt | Defaults | Let
+@dataclass(frozen=True)
+class BranchesStmt(Node):
+    """``Sum|Concat|Product { B1 } { B2 } ...``; ``branch_spans`` locate each body's braces."""
+
+    kind: str
+    branches: tuple[tuple[Stmt, ...], ...]
+    branch_spans: tuple[Span, ...] = field(compare=False, repr=False)
+
+
+Stmt = Call | Repeat | ResidualStmt | BranchesStmt | Defaults | Let
 
 
 # -- top level -------------------------------------------------------------------

@@ -30,7 +30,8 @@ MAX_INT = 2**63 - 1
 _REGEX_TERMINALS = {"NAME": "a name", "NUMBER": "a number", "STRING": "a string"}
 _EXPR_START = {"NAME", "NUMBER", "STRING", "LPAR", "MINUS", "PLUS"}
 _OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "__ANON_0"}
-_STATEMENT_START = {"NAME", "REPEAT", "RESIDUAL", "DEFAULTS", "LET"}
+_STATEMENT_START = {"NAME", "REPEAT", "RESIDUAL", "SUM", "CONCAT", "PRODUCT", "DEFAULTS",
+                    "LET"}
 
 
 @functools.cache
@@ -361,6 +362,18 @@ class _ToAst(Transformer_NonRecursive):
     def residual_stmt(self, meta, children):
         body, shortcut = children
         return ast.ResidualStmt(body, shortcut, span=self._head_span(meta, "Residual"))
+
+    def branch_kind(self, meta, children):
+        return str(children[0])
+
+    def branch_body(self, meta, children):
+        stmts = tuple(c for c in children if c is not None and not isinstance(c, lark.Token))
+        return stmts, self._span(meta)
+
+    def branches_stmt(self, meta, children):
+        kind, *bodies = children
+        return ast.BranchesStmt(kind, tuple(b for b, _ in bodies), tuple(s for _, s in bodies),
+                                span=self._head_span(meta, kind))
 
     def defaults_stmt(self, meta, children):
         return ast.Defaults(tuple(children), span=self._span(meta))
