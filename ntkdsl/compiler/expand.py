@@ -33,9 +33,11 @@ from typing import Any
 from ..diagnostics import Span, SpecError, did_you_mean
 from ..grammar import ast
 from ..grammar.parser import MAX_SOURCE_CHARS, parse_expression, parse_module
+from . import activations
 from .evaluate import PADDING_WORDS, ArgValue, Evaluator, LayerRef, format_value, type_name
 from .graph import Net
 from .layers import BUILTINS, Layer, LayerArgError, Residual, Serial
+from .layers.combinators import Concat, Product, Sum
 
 #: the most layers one net may expand to
 MAX_LAYERS = 10_000
@@ -96,6 +98,8 @@ class FileScope:
     lets: dict[str, Any] = field(default_factory=dict)
     blocks: dict[str, Block] = field(default_factory=dict)
     nets: dict[str, ast.NetDef] = field(default_factory=dict)
+    #: ``activation`` definitions (:class:`.activations.Activation`) by name
+    activations: dict[str, Any] = field(default_factory=dict)
     imports: list[FileScope] = field(default_factory=list)
     defined_at: dict[str, Span] = field(default_factory=dict)
     #: top-level ``defaults``: key -> (value, span); they apply to every net of this file
@@ -121,11 +125,18 @@ class FileScope:
                 return imp.blocks[name]
         return None
 
+    def lookup_activation(self, name: str) -> Any:
+        """An ``activation`` visible in this file, own file before imports (or None)."""
+        for f in (self, *self.imports):
+            if name in f.activations:
+                return f.activations[name]
+        return None
+
     def visible_names(self) -> list[str]:
-        """Every let and block name visible here (for "did you mean")."""
-        names = [*self.lets, *self.blocks]
+        """Every let, block and activation name visible here (for "did you mean")."""
+        names = [*self.lets, *self.blocks, *self.activations]
         for imp in self.imports:
-            names += [*imp.lets, *imp.blocks]
+            names += [*imp.lets, *imp.blocks, *imp.activations]
         return names
 
 
@@ -304,6 +315,10 @@ class Loader:
                 elif isinstance(item, ast.BlockDef):
                     check_params(item.params, "block", item.name)
                     scope.blocks[item.name] = Block(item, scope)
+                elif isinstance(item, ast.ActivationDef):
+                    scope.activations[item.name] = activations.define(
+                        item, scope.lookup_let, scope.visible_names,
+                        lambda n, span: scope.steps.charge(n, span))
                 else:
                     scope.nets[item.name] = item
         finally:
@@ -314,7 +329,8 @@ class Loader:
         return scope
 
     def define(self, scope: FileScope, name: str, span: Span, item: ast.Node) -> None:
-        kind = {ast.Let: "constant", ast.BlockDef: "block", ast.NetDef: "net"}[type(item)]
+        kind = {ast.Let: "constant", ast.BlockDef: "block", ast.NetDef: "net",
+                ast.ActivationDef: "n activation"}[type(item)]
         if name in BUILTINS:
             raise SpecError(f"'{name}' is a built-in layer; a {kind} cannot use that name", span)
         if name in RESERVED:
@@ -526,6 +542,9 @@ class Env:
         block = self.file.lookup_block(name)
         if block is not None:
             return LayerRef(name, args, block, span)
+        act = self.file.lookup_activation(name)
+        if act is not None:
+            return activations.ref(act, args, span)
         return None
 
     def candidates(self) -> list[str]:
@@ -574,6 +593,8 @@ def expand_body(stmts: tuple[ast.Stmt, ...], env: Env) -> list[Layer]:
             out.extend(expand_repeat(stmt, env))
         elif isinstance(stmt, ast.ResidualStmt):
             out.append(expand_residual(stmt, env))
+        elif isinstance(stmt, ast.BranchesStmt):
+            out.append(expand_branches(stmt, env))
         else:  # pragma: no cover - the parser makes no other statements
             raise env.error(f"unknown statement {type(stmt).__name__}", stmt.span)
     return out
@@ -663,6 +684,41 @@ def expand_residual(stmt: ast.ResidualStmt, env: Env) -> Layer:
     )
 
 
+_BRANCHES = {"Sum": Sum, "Concat": Concat, "Product": Product}
+
+
+def expand_branches(stmt: ast.BranchesStmt, env: Env) -> Layer:
+    """``Sum|Concat|Product { B1 } { B2 } ...``; an empty body is the identity.
+
+    The independence conditions that need no layer facts are checked here (the
+    number of branches, identity branches); that each branch ends in an affine
+    layer is a static check (``checks.py``).
+    """
+    span = env.at(stmt.span)
+    if len(stmt.branches) < 2:
+        raise SpecError(f"{stmt.kind} needs at least two branches {{ ... }} {{ ... }}, got "
+                        f"{len(stmt.branches)} (an empty body {{ }} is the identity)", span)
+    paths: list[Serial | None] = []
+    for body, bspan in zip(stmt.branches, stmt.branch_spans):
+        layers = expand_body(body, env)
+        paths.append(Serial(layers=tuple(layers), span=env.at(bspan)) if layers else None)
+    identities = [i for i, p in enumerate(paths) if p is None]
+    if stmt.kind == "Sum" and len(identities) > 1:
+        raise SpecError(
+            f"a Sum may have at most one identity branch {{ }}, but branches "
+            f"{identities[0] + 1} and {identities[1] + 1} are both empty: y = x + x is not a "
+            "sum of independent paths, so the kernels do not add",
+            env.at(stmt.branch_spans[identities[1]]))
+    if stmt.kind == "Product" and identities:
+        raise SpecError(
+            f"a Product branch cannot be the identity (branch {identities[0] + 1} is empty): "
+            "each branch must end in an affine layer (Dense, Conv, ...) so that the branches "
+            "are independent zero-mean Gaussians and their kernels multiply",
+            env.at(stmt.branch_spans[identities[0]]))
+    env.budget.layer(span)
+    return _BRANCHES[stmt.kind](paths=tuple(paths), span=span)
+
+
 def expand_call(stmt: ast.Call, env: Env) -> list[Layer]:
     """A statement naming a built-in layer, a block or a layer-valued name."""
     name = stmt.name
@@ -695,6 +751,10 @@ def expand_ref(ref: LayerRef, args: tuple[ArgValue, ...], stmt: ast.Call, env: E
     """Expand a built-in layer or a block with the given (evaluated) arguments."""
     if isinstance(ref.target, Block):
         return expand_block(ref.target, args, stmt, env)
+    if isinstance(ref.target, activations.Activation):
+        layer = activations.instantiate(ref.target, args, stmt.span, stmt.name_span, env)
+        env.budget.layer(env.at(stmt.span))
+        return [layer]
     return [make_layer(ref.target, args, stmt, env)]
 
 
