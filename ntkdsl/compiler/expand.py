@@ -330,11 +330,12 @@ class Loader:
 
     def define(self, scope: FileScope, name: str, span: Span, item: ast.Node) -> None:
         kind = {ast.Let: "constant", ast.BlockDef: "block", ast.NetDef: "net",
-                ast.ActivationDef: "n activation"}[type(item)]
+                ast.ActivationDef: "activation"}[type(item)]
+        kind = ("an " if kind[0] in "aeiou" else "a ") + kind
         if name in BUILTINS:
-            raise SpecError(f"'{name}' is a built-in layer; a {kind} cannot use that name", span)
+            raise SpecError(f"'{name}' is a built-in layer; {kind} cannot use that name", span)
         if name in RESERVED:
-            raise SpecError(f"'{name}' is a statement of the language; a {kind} cannot use "
+            raise SpecError(f"'{name}' is a statement of the language; {kind} cannot use "
                             "that name", span)
         if name in scope.defined_at:
             prev = scope.defined_at[name]
