@@ -10,6 +10,7 @@ from .base import DECLARATIONS, REGISTRY, Layer, LayerArgError, Shape, ShapeErro
 from .combinators import Residual, Serial
 from .convolutions import ConvLocal, ConvTranspose
 from .dropout import Dropout
+from .formula import FormulaActivation
 from .normalization import LayerNorm
 from .pointwise import ABRelu, Erf, Gelu, Identity, LeakyRelu, Pointwise, Relu, Sin, Tanh
 from .pointwise_more import (
@@ -43,5 +44,6 @@ __all__ = [
     "Structural", "Tanh",
     "Abs", "Cos", "Exp", "Gaussian", "Hermite", "Monomial", "Polynomial", "Rbf",
     "RectifiedMonomial", "Sigmoid", "Sign",
+    "FormulaActivation",
     "ConvLocal", "ConvTranspose", "Dropout", "GlobalSumPool", "LayerNorm", "Resize", "SumPool",
 ]
