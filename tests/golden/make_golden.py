@@ -597,6 +597,116 @@ def check_peer_conventions() -> int:
     return n
 
 
+
+# ---- v2 layers ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class V2:
+    """A v2 layer: its spec line as written, and the peer's ``stax`` call (name, args).
+
+    ``args`` / ``kwargs`` are passed as they are, except that a value ``("nd", v)``
+    is expanded to one entry per spatial axis.
+    """
+
+    text: str
+    fn: str
+    args: tuple = ()
+    kwargs: tuple = ()
+
+    def spec(self) -> str:
+        return self.text
+
+    def peer(self, nd: int):
+        from neural_tangents import stax
+
+        def val(v):
+            return _expand(v[1], nd) if isinstance(v, tuple) and v[:1] == ("nd",) else v
+
+        return getattr(stax, self.fn)(*(val(a) for a in self.args),
+                                      **{k: val(v) for k, v in self.kwargs})
+
+
+def _ct(out, k, s=1, pad="SAME", W=1.0, b=0.0, par="ntk", local=False):
+    """ConvTranspose / ConvLocal with the peer's explicit arguments."""
+    name = "ConvLocal" if local else "ConvTranspose"
+    text = Conv(out, k, s, pad, W, b, par).spec().replace("Conv(", name + "(", 1)
+    return V2(text, name, (out, ("nd", k), ("nd", s), pad),
+              (("W_std", W), ("b_std", b or None), ("parameterization", par)))
+
+
+def _sumpool(w, s=None, pad="VALID"):
+    text = AvgPool(w, s, pad).spec().replace("AvgPool", "SumPool")
+    return V2(text, "SumPool", (("nd", w), ("nd", w if s is None else s), pad))
+
+
+def _ln(over="channels", eps=None, axis=-1):
+    args = ([] if over == "channels" else [f'over = "{over}"']) + (
+        [] if eps is None else [f"eps = {eps!r}"])
+    text = f"LayerNorm({', '.join(args)})" if args else "LayerNorm"
+    return V2(text, "LayerNorm", (), (("axis", axis), ("eps", 1e-12 if eps is None else eps)))
+
+
+def _dropout(p, mode="train"):
+    text = f"Dropout({p!r})" if mode == "train" else f'Dropout({p!r}, mode = "{mode}")'
+    return V2(text, "Dropout", (1.0 - p, mode))
+
+
+def _resize(factor, method, shape):
+    text = f"Resize({_num(factor)})" if method == "nearest" else \
+        f'Resize({_num(factor)}, method = "{method}")'
+    return V2(text, "ImageResize", ((-1, *shape, -1), method))
+
+
+GSP = V2("GlobalSumPool", "GlobalSumPool")
+
+ARCHS_V2: tuple[Arch, ...] = (
+    Arch("fc_layernorm_dropout", (5,),
+         (Dense(6, W_std=1.3, b_std=0.1), _ln(), RELU, Dense(6, W_std=1.2), _dropout(0.3),
+          Dense(7, b_std=0.2), _ln("all", 0.01), Erf(), _dropout(0.2, "test"), Dense(1)),
+         "LayerNorm (channels; all with eps), Dropout train and test (FC)",
+         repeat_row=True),
+    Arch("conv2d_sumpool", (6, 6, 2),
+         (Conv(5, 3, W_std=1.2), RELU, _sumpool(2), Conv(5, 2, padding="VALID"), RELU,
+          _sumpool((2, 1), 1, "SAME"), Conv(4, 2, padding="CIRCULAR", W_std=0.5), RELU,
+          _sumpool(2, 1, "CIRCULAR"), GSP, Dense(1)),
+         "SumPool default strides, SAME and CIRCULAR, non-square; GlobalSumPool"),
+    Arch("conv2d_layernorm_dropout", (5, 5, 2),
+         (Conv(6, 3, b_std=0.1), _ln("all", axis=(1, 2, 3)), RELU, Conv(6, 2, W_std=1.3),
+          _ln(), RELU, _dropout(0.25), Conv(6, 3), RELU, _dropout(0.4, "test"), GAP,
+          Dense(1)),
+         "LayerNorm over all and over channels on full covariances; Dropout (CNN)"),
+    Arch("conv2d_transpose", (3, 3, 2),
+         (Conv(5, 2), RELU, _ct(5, 3, 2), RELU, _ct(4, (2, 3), (2, 1), "VALID", 1.1, 0.2),
+          RELU, FLATTEN, Dense(1)),
+         "ConvTranspose SAME stride 2, VALID non-square with bias; Flatten"),
+    Arch("conv2d_transpose_circular", (3, 3, 2),
+         (_ct(6, 3, 2, "CIRCULAR", 1.2, 0.1, "standard"), RELU, _ct(4, 2, 1, "CIRCULAR"),
+          RELU, GAP, Dense(1)),
+         "ConvTranspose CIRCULAR (odd and even kernels), standard parameterisation; GAP"),
+    Arch("conv2d_local", (5, 5, 2),
+         (_ct(5, 3, 1, "SAME", 1.3, 0.3, local=True), RELU,
+          _ct(5, 2, 2, "VALID", local=True), RELU, FLATTEN, Dense(1)),
+         "ConvLocal SAME with bias, VALID stride 2; Flatten (diagonal path)"),
+    Arch("conv2d_local_gap", (4, 4, 2),
+         (_ct(5, (3, 2), 1, "CIRCULAR", 1.2, 0.2, "standard", local=True), RELU,
+          Conv(5, 3), RELU, _ct(4, 2, 1, "SAME", local=True), RELU, GAP, Dense(1)),
+         "ConvLocal CIRCULAR standard, ConvLocal before GAP (full state, zero between "
+         "positions)"),
+    Arch("conv2d_resize", (3, 3, 2),
+         (Conv(5, 2), RELU, _resize(2, "nearest", (6, 6)), Conv(5, 3), RELU,
+          _resize((2, 1), "linear", (12, 6)), Conv(4, 3), RELU, GAP, Dense(1)),
+         "Resize nearest and linear (non-square factor) -> ImageResize"),
+    Arch("conv1d_v2", (6, 2),
+         (_ct(4, 3, 2, "SAME"), RELU, _ct(4, 3, 2, "SAME", local=True), RELU,
+          _resize(3, "linear", (18,)), _sumpool(3, 2, "CIRCULAR"), GSP, Dense(1)),
+         "1-D ConvTranspose, ConvLocal, Resize linear, SumPool CIRCULAR, GlobalSumPool"),
+    Arch("conv3d_v2", (3, 3, 2, 2),
+         (_ct(4, 2, (1, 2, 1)), _ln(), RELU, _ct(4, 2, 1, "CIRCULAR", local=True), RELU,
+          _sumpool((1, 2, 2), 1, "SAME"), Conv(3, 2), RELU, GAP, Dense(1)),
+         "3-D ConvTranspose, ConvLocal CIRCULAR, LayerNorm, SumPool (no 3-D Resize: the "
+         "peer's 3-D ImageResize kernel is wrong, see README)"),
+)
+ARCHS = ARCHS + ARCHS_V2
+
 # ----------------------------------------------------------------------------------
 def _inputs(arch: Arch) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(zlib.crc32(arch.name.encode()))
