@@ -30,7 +30,7 @@ CASES = [
     ("net a { Residual(3) }", 1, 17, "unexpected '('; expected '{'"),
     ('net a {\n  Dense("x)\n}', 2, 9, "unterminated string (strings end on the same line)"),
     ("net a { Dense(3) } x", 1, 20,
-     "unexpected name 'x'; expected ';', 'block', 'defaults', 'import', 'let', 'net' "
+     "unexpected name 'x'; expected ';', 'activation', 'block', 'defaults', 'import', 'let', 'net' "
      "or end of input"),
     ("net a { Dense(3,, 4) }", 1, 17, "unexpected ','; expected an expression or ')'"),
     ("block { Relu }", 1, 7, "unexpected '{'; expected a name"),

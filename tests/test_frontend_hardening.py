@@ -84,8 +84,8 @@ def test_a_file_that_is_not_a_spec_is_never_quoted(tmp_path):
     (tmp_path / "secret.txt").write_text("TOKEN=hunter2\n")
     (tmp_path / "a.ntk").write_text('import "secret.txt"\nnet a { Dense(1) }\n')
     err = error_of(load, tmp_path / "a.ntk")
-    assert where(err) == ("secret.txt", 1, 1, "unexpected a name; expected ';', 'block', "
-                          "'defaults', 'import', 'let', 'net' or end of input")
+    assert where(err) == ("secret.txt", 1, 1, "unexpected a name; expected ';', 'activation', "
+                          "'block', 'defaults', 'import', 'let', 'net' or end of input")
     assert str(err).count("\n") == 0 and "TOKEN" not in str(err)
     (tmp_path / "secret.txt").write_text("let x = 1\n$TOKEN=hunter2\n")
     err = error_of(load, tmp_path / "a.ntk")
