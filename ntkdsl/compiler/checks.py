@@ -106,7 +106,7 @@ def _step(layer: Layer | None, state: _State) -> _State:
         for child in layer.children():
             state = _step(child, state)
         return state
-    if layer.combine == "sum":
+    if layer.combine in ("sum", "concat", "product"):
         return _sum(layer, state)
     if layer.combine is not None:
         raise ValueError(f"{type(layer).__name__}: no static check for combine={layer.combine!r}")
@@ -147,48 +147,71 @@ def _last_leaf(path: Layer) -> Layer | None:
     return kids[-1] if kids else None
 
 
+#: why the output of a combine that is not a sum of Gaussians is not one Gaussian
+_NOT_ONE_GAUSSIAN = {
+    "concat": "branches side by side, not one Gaussian",
+    "product": "a product of Gaussians, not a Gaussian",
+}
+
+
 def _sum(layer: Layer, state: _State) -> _State:
-    """A sum of branches (Residual): independent Gaussian paths that agree in shape."""
-    branch, shortcut = layer.children()
-    paths = [("branch", branch)]
-    if shortcut is not None:
-        paths.append(("shortcut", shortcut))
-    for what, path in paths:
-        last = _last_leaf(path)
-        if last is not None and last.gaussian != "makes":
-            notes = [f"the {what} ends in {_name(last)}{_where(last)}"]
+    """A branch statement (Residual, Sum, Concat, Product): paths from one input.
+
+    Every non-identity path of a sum or product must end in an affine layer (so
+    the paths are independent Gaussians); the paths must agree in channels (but
+    for Concat), in whether spatial axes remain and in total stride.
+    """
+    paths = layer.children()
+    combine = layer.combine
+    if combine != "concat":
+        for i, path in enumerate(paths):
+            last = None if path is None else _last_leaf(path)
+            if last is not None and getattr(last, "gaussian", None) != "makes":
+                what = layer.short_label(i)
+                the = "" if what[-1].isdigit() else "the "
+                raise _error(path if path.span is not None else layer,
+                             layer.end_message(i, _name(last)),
+                             [f"{the}{what} ends in {_name(last)}{_where(last)}"])
+    outs = [_step(path, state) for path in paths]
+    a = outs[0]
+    verb = getattr(layer, "verb", "added")
+    first = layer.path_label(0)
+    for i, b in enumerate(outs[1:], 1):
+        other = layer.path_label(i)
+        if (combine != "concat" and a.channels is not None and b.channels is not None
+                and a.channels != b.channels):
             raise _error(
                 layer,
-                f"each Residual path must end in Dense or Conv (the {what} ends in "
-                f"{_name(last)}): otherwise the two paths are not independent Gaussians and "
-                "their kernels do not add",
-                notes,
+                f"{first} gives {a.channels} channels but {other} gives {b.channels}; "
+                f"they must match to be {verb}",
             )
-    a = _step(branch, state)
-    b = _step(shortcut, state)
-    other = "the shortcut" if shortcut is not None else "the identity shortcut (its input)"
-    if a.channels is not None and b.channels is not None and a.channels != b.channels:
-        raise _error(
-            layer,
-            f"Residual branch gives {a.channels} channels but {other} gives {b.channels}; "
-            "they must match to be added",
-        )
-    if a.spatial is not None and b.spatial is not None and a.spatial != b.spatial:
-        raise _error(
-            layer, f"Residual branch and {other} differ in whether spatial axes remain"
-        )
-    if a.spatial is not False and b.spatial is not False and not _stride_eq(a.stride, b.stride):
-        raise _error(
-            layer,
-            f"Residual branch has total stride {a.stride} but {other} has {b.stride}; "
-            "they must downsample alike to be added",
-        )
+        if a.spatial is not None and b.spatial is not None and a.spatial != b.spatial:
+            raise _error(layer, f"{first} and {other} differ in whether spatial axes remain")
+        if (a.spatial is not False and b.spatial is not False
+                and not _stride_eq(a.stride, b.stride)):
+            raise _error(
+                layer,
+                f"{first} has total stride {a.stride} but {other} has {b.stride}; "
+                f"they must downsample alike to be {verb}",
+            )
+
+    def known(attr):
+        return next((getattr(o, attr) for o in outs if getattr(o, attr) is not None), None)
+
+    channels = known("channels")
+    not_gaussian = next((o.not_gaussian for o in outs if o.not_gaussian), None)
+    if combine == "concat":
+        chans = [o.channels for o in outs]
+        channels = None if None in chans else sum(chans)
+    if combine in _NOT_ONE_GAUSSIAN:
+        not_gaussian = (f"the output of {_name(layer)}{_where(layer)} "
+                        f"({_NOT_ONE_GAUSSIAN[combine]})")
     return _State(
-        not_gaussian=a.not_gaussian or b.not_gaussian,
-        channels=a.channels if a.channels is not None else b.channels,
-        spatial=a.spatial if a.spatial is not None else b.spatial,
-        removed_by=a.removed_by or b.removed_by,
-        ndim=a.ndim if a.ndim is not None else b.ndim,
+        not_gaussian=not_gaussian,
+        channels=channels,
+        spatial=known("spatial"),
+        removed_by=next((o.removed_by for o in outs if o.removed_by), None),
+        ndim=known("ndim"),
         stride=a.stride,
     )
 
@@ -233,19 +256,17 @@ def infer_shapes(net: Net, input_shape: Shape) -> list[tuple[Layer, Shape]]:
 
     def run(serial: Layer, shape: Shape) -> Shape:
         for layer in serial.children():
-            if layer.combine == "sum":
+            if layer.combine not in (None, "sequence"):
                 slot = len(out)
                 out.append((layer, ()))
-                branch, shortcut = layer.children()
-                a = run(branch, shape)
-                b = run(shortcut, shape) if shortcut is not None else shape
-                if a != b:
-                    other = "the shortcut" if shortcut is not None else "its input"
-                    raise SpecError(
-                        f"Residual branch gives shape {a} but {other} gives {b}; they must "
-                        "match to be added", layer.span)
-                out[slot] = (layer, a)
-                shape = a
+                for path in layer.children():
+                    if path is not None:
+                        run(path, shape)
+                try:
+                    shape = layer.out_shape(shape)
+                except ShapeError as e:
+                    raise SpecError(str(e), layer.span) from None
+                out[slot] = (layer, shape)
                 continue
             try:
                 new = layer.out_shape(shape)

@@ -91,3 +91,37 @@ def branch_sum(ks: list[Value], thetas: list[Value | None], *,
             theta = theta + v
     k1 = bind("K", k)
     return k1, None if theta is None else bind("Theta", theta)
+
+
+def branch_concat(ks: list[Value], thetas: list[Value | None], *, weights: list[Value],
+                  bind: Bind = _unbound) -> tuple[Value, Value | None]:
+    """Branches concatenated on the channel axis, as the next affine layer reads them.
+
+    ``K = sum_b w_b K_b`` with ``w_b = C_b / C`` (the channel-weighted mean), and
+    the same for the NTK.
+    """
+    return branch_sum([w * k for w, k in zip(weights, ks)],
+                      [None if t is None else w * t for w, t in zip(weights, thetas)],
+                      bind=bind)
+
+
+def branch_product(ks: list[Value], thetas: list[Value | None], *,
+                   bind: Bind = _unbound) -> tuple[Value, Value | None]:
+    """The elementwise product of independent zero-mean Gaussian branches.
+
+    ``K = prod_b K_b``; ``Theta = sum_b Theta_b prod_{c != b} K_c`` (product rule).
+    """
+    k = ks[0]
+    for v in ks[1:]:
+        k = k * v
+    theta = None
+    for b, t in enumerate(thetas):
+        if t is None:
+            continue
+        term = t
+        for c, v in enumerate(ks):
+            if c != b:
+                term = term * v
+        theta = term if theta is None else theta + term
+    k1 = bind("K", k)
+    return k1, None if theta is None else bind("Theta", theta)
