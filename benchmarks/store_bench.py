@@ -147,7 +147,8 @@ def myrtle(args) -> None:
     from ntkdsl.plan import make_plan
 
     model = ntkdsl.compile_file(str(SPECS / "myrtle10.ntk"), net="myrtle10")
-    for device, workers, memory in (("cpu", args.workers, None), ("gpu", 8, 80 << 30)):
+    # cluster workers each have their own memory: 16 GiB per CPU worker, an 80 GiB GPU
+    for device, workers, memory in (("cpu", args.workers, 16 << 30), ("gpu", 8, 80 << 30)):
         t0 = time.perf_counter()
         plan = make_plan(model, 60000, (32, 32, 3), device=device, workers=workers,
                          memory=memory, tile=args.tile, calibration_rows=args.rows)

@@ -103,10 +103,12 @@ def test_bad_options(fc):
 def test_cli_plan(tmp_path):
     (tmp_path / "fc.ntk").write_text(FC)
     r = subprocess.run([sys.executable, "-m", "ntkdsl", "plan", "fc.ntk", "--n", "300",
-                        "--input-shape", "10", "--workers", "3", "--batch-size", "100"],
+                        "--input-shape", "10", "--workers", "3", "--batch-size", "100",
+                        "--calibration-rows", "4"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "3 x 3 blocks, 6 tiles" in r.stdout and "wall time on 3 workers" in r.stdout
+    assert "off-diagonal tile of 4:" in r.stdout
     r = subprocess.run([sys.executable, "-m", "ntkdsl", "plan", "fc.ntk", "--n", "300",
                         "--input-shape", "a,b"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=120)
