@@ -441,7 +441,8 @@ def same_sample_diagonal(a: Array, factor: float, k: KernelState, batch: str) ->
         if not k.same:
             return a
         if k.rows is not None:
-            mask = np.asarray(k.rows == k.cols)
+            # traced inside the chunks of a pair list: a jax comparison, not numpy
+            mask = jnp.asarray(k.rows) == jnp.asarray(k.cols)
         else:
             mask = np.eye(a.shape[-2], a.shape[-1], dtype=bool)
     spatial = np.ones((), dtype=bool)
@@ -454,6 +455,6 @@ def same_sample_diagonal(a: Array, factor: float, k: KernelState, batch: str) ->
             spatial = spatial & np.eye(sp[2 * i], sp[2 * i + 1], dtype=bool).reshape(shape)
     else:
         spatial = spatial.reshape((1,) * k.nd)
-    where = spatial.reshape(spatial.shape + (1,) * nb) & mask.reshape(
-        (1,) * spatial.ndim + mask.shape)
+    where = jnp.asarray(spatial.reshape(spatial.shape + (1,) * nb)) & jnp.reshape(
+        mask, (1,) * spatial.ndim + tuple(mask.shape))
     return jnp.where(where, a * factor, a)
