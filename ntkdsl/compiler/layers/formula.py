@@ -508,6 +508,11 @@ class FormulaActivation(Pointwise):
         return []
 
 
+# the user's name wherever a pass names a layer (messages, signal chains); set after the
+# class is made, so that the registry of built-ins never sees it
+FormulaActivation.spec_name = property(lambda self: self.name)  # type: ignore[assignment]
+
+
 @functools.cache
 def _cached_phi(layer: FormulaActivation):
     return to_sympy(layer.formula, layer.values())
