@@ -41,7 +41,7 @@ class Model:
 
     # -- infinite width (compiler/kernels.py) ---------------------------------
     def kernel_fn(self, x1, x2=None, get=("nngp", "ntk"), *, dtype=None, batch_size=None,
-                  progress=None):
+                  progress=None, out=None):
         """The analytic NNGP kernel and/or NTK between the rows of ``x1`` and ``x2``.
 
         Arguments:
@@ -51,7 +51,10 @@ class Model:
             dtype: ``float64`` (default) or ``float32``.
             batch_size: tile size over rows; ``None`` picks one from memory for
                 large inputs.
-            progress: show a progress bar (default: when there are many tiles).
+            progress: show a progress bar (default: when there are many tiles and
+                stderr is a terminal).
+            out: optional ``{"nngp": array, "ntk": array}`` of preallocated ``(n1, n2)``
+                outputs (e.g. ``np.memmap``) that the tiles are written into.
 
         Returns:
             With a string ``get``, an array ``(n1, n2)``; with a tuple, a
@@ -60,7 +63,7 @@ class Model:
         from .compiler.kernels import evaluate_kernel
 
         return evaluate_kernel(self, x1, x2, get, dtype=dtype, batch_size=batch_size,
-                               progress=progress)
+                               progress=progress, out=out)
 
     # -- finite width (compiler/network.py, empirical.py) ----------------------
     def init(self, key, input_shape):

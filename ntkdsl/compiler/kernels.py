@@ -488,6 +488,22 @@ def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None
         return _evaluate(model, x1, x2, get, dtype, batch_size, progress, out)
 
 
+def _first_occurrences(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(keep, inverse)`` when ``rows`` has repeated rows, else ``None``.
+
+    ``keep`` lists the first occurrence of each distinct row in its original order,
+    ``inverse`` maps every row to its position in ``keep``.
+    """
+    flat = np.ascontiguousarray(rows.reshape(len(rows), -1))
+    _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
+    if len(first) == len(rows):
+        return None
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.reshape(-1)]
+
+
 def _evaluate(model, x1, x2, get, dtype, batch_size, progress, out):
     gets, single = parse_get(get)
     dt = parse_dtype(dtype)
@@ -495,6 +511,22 @@ def _evaluate(model, x1, x2, get, dtype, batch_size, progress, out):
     a1, a2 = check_inputs(net, x1, x2)
     a1 = check_cast(a1, dt, "x1")
     a2 = None if a2 is None else check_cast(a2, dt, "x2")
+    if out is None:
+        # identical inputs must give identical entries: compute each distinct input once
+        # (the kernel of a repeated row is then a copy, not a recomputation that XLA may
+        # round differently in another vector lane)
+        n1 = a1.shape[0]
+        rows = a1 if a2 is None else np.concatenate([a1, a2])
+        dup = _first_occurrences(rows)
+        if dup is not None and (a2 is None or len(dup[0]) * (len(dup[0]) + 1) // 2
+                                <= n1 * a2.shape[0]):
+            keep, inverse = dup
+            k = _evaluate(model, rows[keep], None, gets, dt, batch_size, progress, None)
+            i1 = inverse[:n1]
+            i2 = i1 if a2 is None else inverse[n1:]
+            full = {g: np.asarray(getattr(k, g))[np.ix_(i1, i2)] for g in gets}
+            return full[gets[0]] if single else Kernel(nngp=full.get("nngp"),
+                                                      ntk=full.get("ntk"))
     p = get_plan(model, tuple(a1.shape[1:]))
     n1 = a1.shape[0]
     n2 = n1 if a2 is None else a2.shape[0]

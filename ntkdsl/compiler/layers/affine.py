@@ -30,7 +30,15 @@ from ...diagnostics import InputError
 from .. import covariance as cv
 from .. import finite, rules
 from ..terms import call
-from .base import Layer, LayerArgError, Shape, Stride, per_axis, windowed_spatial
+from .base import (
+    Layer,
+    LayerArgError,
+    Shape,
+    Stride,
+    check_real,
+    per_axis,
+    windowed_spatial,
+)
 
 jax = lazy("jax")
 jnp = lazy("jax.numpy")
@@ -77,9 +85,7 @@ class Affine(Layer):
         if isinstance(self.out, bool) or not isinstance(self.out, int) or self.out <= 0:
             raise LayerArgError("out", f"'out' must be a positive integer, got {self.out!r}")
         for arg in ("W_std", "b_std"):
-            v = getattr(self, arg)
-            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or v != v:
-                raise LayerArgError(arg, f"'{arg}' must be a number >= 0, got {v!r}")
+            check_real(self, arg, nonnegative=True)
         if self.parameterization not in PARAMETERIZATIONS:
             raise LayerArgError(
                 "parameterization",

@@ -62,6 +62,23 @@ DECLARATIONS: dict[str, str] = {
 REGISTRY: dict[str, type[Layer]] = {}
 
 
+#: the largest magnitude of a real layer argument: its square enters the kernels, which
+#: must stay finite in float64 through a deep net (1e75^2 = 1e150 leaves that room)
+MAX_REAL_ARG = 1e75
+
+
+def check_real(layer: object, name: str, *, nonnegative: bool = False) -> None:
+    """A real argument: a finite number (>= 0 if asked) of magnitude at most MAX_REAL_ARG."""
+    v = getattr(layer, name)
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
+        raise LayerArgError(name, f"'{name}' must be a number, got {v!r}")
+    if nonnegative and v < 0:
+        raise LayerArgError(name, f"'{name}' must be a number >= 0, got {v!r}")
+    if abs(v) > MAX_REAL_ARG:
+        raise LayerArgError(name, f"'{name}' = {v!r} is too large: its square enters the "
+                                  f"kernels; use at most {MAX_REAL_ARG:g} in magnitude")
+
+
 class LayerArgError(ValueError):
     """A layer argument is invalid; ``arg`` names it (None: the whole layer).
 
