@@ -287,7 +287,11 @@ def snap_unit_correlation(s11: Array, s12: Array, s22: Array, ulps: int = 64) ->
     bitwise equal the snapped covariance is that variance itself.
     """
     eps = jnp.finfo(jnp.result_type(s12)).eps
-    r = jnp.where(s11 == s22, s11, jnp.sqrt(s11) * jnp.sqrt(s22))
+    # roots of positive variances only: sqrt'(0) = inf would turn the gradient of every
+    # entry into NaN when one input has zero variance (the where's other branch is 0 * inf)
+    pos = (s11 > 0) & (s22 > 0)
+    root = jnp.sqrt(jnp.where(pos, s11, 1.0)) * jnp.sqrt(jnp.where(pos, s22, 1.0))
+    r = jnp.where(s11 == s22, s11, jnp.where(pos, root, 0.0))
     tol = ulps * eps * r
     return jnp.where(jnp.abs(s12 - r) <= tol, r, jnp.where(jnp.abs(s12 + r) <= tol, -r, s12))
 
