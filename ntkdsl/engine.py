@@ -101,36 +101,12 @@ def _model(job: TileJob):
     return model
 
 
-def _padded(rows: np.ndarray, b: int) -> np.ndarray:
-    """Pad to ``b`` rows by repeating the last one (the results for those rows are dropped)."""
-    if len(rows) < b:
-        rows = np.concatenate([rows, np.repeat(rows[-1:], b - len(rows), axis=0)])
-    return rows
-
-
 def block_kernels(model, rows1: np.ndarray, rows2: np.ndarray | None, b1: int, b2: int,
                   gets: tuple[str, ...], dtype: str) -> dict[str, np.ndarray]:
-    """One tile's kernels from its row blocks, padded to the tile shape so it compiles once.
+    """One tile's kernels: the compiler's one tile computation (``kernels.tile_kernels``)."""
+    from .compiler.kernels import tile_kernels
 
-    Arguments:
-        model: a :class:`ntkdsl.Model`.
-        rows1: the tile's rows of x1 (at most ``b1``).
-        rows2: its rows of x2 (at most ``b2``); ``None`` for a diagonal tile
-            of a symmetric job (computed as x1 with itself).
-        b1, b2: the tile shape to pad to.
-        gets: which kernels.
-        dtype: ``"float64"`` or ``"float32"``.
-
-    Returns:
-        ``{name: array (len(rows1), len(rows2 or rows1))}``.
-    """
-    m1 = len(rows1)
-    m2 = m1 if rows2 is None else len(rows2)
-    a1 = _padded(rows1, b1)
-    a2 = None if rows2 is None else _padded(rows2, b2)
-    k = model.kernel_fn(a1, a2, get=tuple(gets), dtype=dtype, batch_size=max(b1, b2),
-                        progress=False)
-    return {g: np.asarray(getattr(k, g))[:m1, :m2] for g in gets}
+    return tile_kernels(model, rows1, rows2, b1, b2, tuple(gets), dtype)
 
 
 def compute_tile(job: TileJob, i: int, j: int) -> dict[str, Any]:

@@ -156,7 +156,7 @@ def calibrate(model, input_shape: tuple[int, ...], tile: int, dtype: str = "floa
     """
     import jax
 
-    from .engine import block_kernels
+    from .compiler.kernels import tile_kernels as block_kernels
 
     rng = np.random.default_rng(seed)
     sizes, grid, diag = [], [], []

@@ -592,6 +592,47 @@ def check_finite(a: np.ndarray, name: str, dt: np.dtype, offset: tuple[int, int]
         + (" or compute in float64" if dt == np.float32 else ""))
 
 
+def tile_kernels(model, rows1: np.ndarray, rows2: np.ndarray | None, b1: int, b2: int,
+                 gets: tuple[str, ...], dtype) -> dict[str, np.ndarray]:
+    """One tile's kernels from its row blocks, padded to the tile shape so it compiles once.
+
+    The one tile computation of the package: the in-memory tiler, the kernel store's
+    engine and the planner's calibration all call it, so a tile's bits do not depend
+    on which of them computed it.
+
+    Arguments:
+        model: a :class:`ntkdsl.Model` (or a ``Net``).
+        rows1: the tile's rows of x1 (at most ``b1``), already checked and cast.
+        rows2: its rows of x2 (at most ``b2``); ``None`` for a diagonal tile of a
+            symmetric kernel (x1 with itself: its pairs ``i <= j`` only).
+        b1, b2: the tile shape to pad to (the last block of a ragged split is padded by
+            repeating its last row; those entries are dropped).
+        gets: which kernels.
+        dtype: ``float64`` or ``float32``.
+
+    Returns:
+        ``{name: array (len(rows1), len(rows2 or rows1))}``, numpy.
+    """
+    dt = parse_dtype(dtype)
+    with jax.enable_x64(True):
+        rows1 = np.asarray(rows1, dt)
+        p = get_plan(model, tuple(rows1.shape[1:]))
+        m1 = len(rows1)
+        x1 = _padded(rows1, 0, m1, b1)
+        if rows2 is None:
+            x2, m2, fn = None, m1, _tile_fn(model, p, b1, None, dt, gets)
+        else:
+            rows2 = np.asarray(rows2, dt)
+            m2 = len(rows2)
+            x2, fn = _padded(rows2, 0, m2, b2), _tile_fn(model, p, b1, b2, dt, gets)
+        if len(p.in_shape) == 1:  # fully connected: the tile's own Gram matrix
+            k0, v1, v2 = _fc_gram(x1, x1 if x2 is None else x2)
+            res = fn((k0, v1)) if x2 is None else fn((k0, v1), v2)
+        else:
+            res = fn(x1) if x2 is None else fn(x1, x2)
+        return {g: np.asarray(r)[:m1, :m2] for g, r in zip(gets, res)}
+
+
 def _tiled(model, p, a1, a2, b, dt, gets, progress, out=None):
     """Assemble the kernel from tiles of at most b x b (symmetric tiles computed once).
 
@@ -610,25 +651,14 @@ def _tiled(model, p, a1, a2, b, dt, gets, progress, out=None):
         tiles = [(i, j) for i in range(len(blocks1)) for j in range(len(blocks2))]
     outs = ([out[g] for g in gets] if out is not None
             else [np.empty((n1, n2), dt) for _ in gets])
-    grid_fn = _tile_fn(model, p, b1, b2, dt, gets)
-    sym_fn = _tile_fn(model, p, b1, None, dt, gets) if sym else None
-    xb1 = [_padded(a1, lo, hi, b1) for lo, hi in blocks1]
-    xb2 = xb1 if sym else [_padded(a2, lo, hi, b2) for lo, hi in blocks2]
-    fc = len(p.in_shape) == 1
-
-    def tile(i, j):
-        if fc:
-            k0, v1, v2 = _fc_gram(xb1[i], xb2[j])
-            return sym_fn((k0, v1)) if sym and i == j else grid_fn((k0, v1), v2)
-        return sym_fn(xb1[i]) if sym and i == j else grid_fn(xb1[i], xb2[j])
-
     bar = _progress(len(tiles), progress)
     try:
         for i, j in tiles:
             (lo1, hi1), (lo2, hi2) = blocks1[i], blocks2[j]
-            res = tile(i, j)
-            for g, o, r in zip(gets, outs, res):
-                r = np.asarray(r)[: hi1 - lo1, : hi2 - lo2]
+            rows2 = None if sym and i == j else (a1 if sym else a2)[lo2:hi2]
+            res = tile_kernels(model, a1[lo1:hi1], rows2, b1, b2, gets, dt)
+            for g, o in zip(gets, outs):
+                r = res[g]
                 check_finite(r, g, dt, (lo1, lo2))
                 o[lo1:hi1, lo2:hi2] = r
                 if sym and i != j:
