@@ -272,6 +272,10 @@ def _real(v) -> bool:
     return v is not None and v.is_number and v.is_real is not False and not v.has(S.x)
 
 
+def _func_types(e) -> set:
+    return {type(f) for f in e.atoms(sympy.Function)}
+
+
 def _match_builtin(phi):
     """The built-in nonlinearity equal to ``phi`` (sympy in ``symbols.x``), or None."""
     x = S.x
@@ -307,9 +311,12 @@ def _match_builtin(phi):
         cand = _make(name, **dict(zip(keys, vals)))
         if cand is not None and _same(phi, cand.phi_expr(x)):
             return cand
+    funcs = _func_types(phi)
     for name in ("Gelu", "Sigmoid", "Tanh", "Sign"):
         cand = _make(name)
-        if cand is not None and _same(phi, cand.phi_expr(x)):
+        # simplify only what could be equal: the same functions appear in both
+        if cand is not None and _func_types(cand.phi_expr(x)) == funcs \
+                and _same(phi, cand.phi_expr(x)):
             return cand
     return None
 
@@ -327,7 +334,8 @@ class KernelPath:
     def describe(self) -> str:
         """One line for ``explain``."""
         if self.kind == "builtin":
-            return (f"closed form of the built-in {self.delegate.describe(short=True)} "
+            how = "closed form" if self.delegate.closed_form else "quadrature (no closed form)"
+            return (f"{how} of the built-in {self.delegate.describe(short=True)} "
                     "(the formula equals its phi)")
         if self.kind == "polynomial":
             return f"closed form: a polynomial of degree {len(self.coef) - 1} " \
