@@ -415,3 +415,19 @@ def test_documented_errors_are_printed_as_shown(src):
     with pytest.raises(SpecError) as info:
         parse(src, filename="act.ntk")
     assert str(info.value) in GUIDE
+
+
+@pytest.mark.parametrize("formula, want", [
+    ("x * (1 + erf(x / sqrt(2))) / 2", "Gelu"), ("sigmoid(x)", "Sigmoid"), ("tanh(x)", "Tanh"),
+    ("sign(x)", "Sign"), ("2 * exp(-0.5 * x**2)", "Gaussian(a=2, b=-0.5)"),
+    ("cos(2 * x)", "Cos(a=1, b=2, c=0)"), ("exp(x)", "Exp(a=1, b=1)"),
+])
+def test_more_builtins_are_recognised(formula, want):
+    la = _one(f"activation f(x) = {formula}", "f")
+    assert la.path().kind == "builtin" and la.path().delegate.describe(short=True) == want
+    assert la.closed_form == la.path().delegate.closed_form
+
+
+def test_a_constant_that_is_not_decimal_takes_the_quadrature():
+    la = _one("activation f(x) = sin(x + pi / 4)", "f")
+    assert la.path().kind == "quadrature"
