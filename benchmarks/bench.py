@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cases import CASES  # noqa: E402
 
-DEFAULT_PEER = "/work/peer-venv/bin/python"
+DEFAULT_PEER = str(Path(__file__).resolve().parent.parent / ".peer-venv" / "bin" / "python")
 
 
 def ours_worker(case: str, reps: int, out: str) -> None:
