@@ -19,7 +19,7 @@ INPUT_SHAPES = {
     "fc1": (64,), "fc3": (64,), "fc3_tanh": (64,), "fc5": (64,), "fc_erf": (64,),
     "cnn_flatten": (8, 8, 1), "cnn_gap": (8, 8, 1), "wrn": (8, 8, 1),
     "myrtle5": (8, 8, 3), "myrtle5_pool2": (8, 8, 3), "conv1d": (16, 2),
-    "myrtle10": (8, 8, 3),
+    "myrtle10": (8, 8, 3), "inception": (8, 8, 3),
 }
 
 
