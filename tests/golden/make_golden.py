@@ -163,6 +163,10 @@ class Act:
                                              df=lambda x: 1.0 - jnp.tanh(x) ** 2)
         if self.name == "Gelu":
             return stax.Gelu(approximate=False)
+        if self.name == "Sigmoid":  # the peer has no Sigmoid (Sigmoid_like is an erf)
+            import jax
+            return stax.ElementwiseNumerical(
+                jax.nn.sigmoid, TANH_DEG, df=lambda x: jax.nn.sigmoid(x) * jax.nn.sigmoid(-x))
         return getattr(stax, self.name)(**kw)
 
 
@@ -245,6 +249,7 @@ class Arch:
     repeat_row: bool = False  # x2[0] = x1[2]: an exactly repeated input (|rho| = 1)
     x_scale: float = 1.0
     notes: tuple[str, ...] = field(default=())
+    unit_rows: bool = False  # rows scaled to |x|^2 = d (the peer's Hermite assumes unit variance)
 
     def spec_text(self) -> str:
         if self.spec is not None:
@@ -707,6 +712,55 @@ ARCHS_V2: tuple[Arch, ...] = (
 )
 ARCHS = ARCHS + ARCHS_V2
 
+
+# ---- the v2 nonlinearities -----------------------------------------------------------
+def _act(name, **kw):
+    return Act(name, tuple(kw.items()))
+
+
+ARCHS_NONLIN: tuple[Arch, ...] = (
+    Arch("fc_abs_sign_cos", (5,),
+         (Dense(8, W_std=1.2, b_std=0.1), _act("Abs"), Dense(8),
+          _act("Cos", a=1.1, b=0.9, c=0.3), Dense(8, W_std=1.3), _act("Sign"), Dense(1)),
+         "Abs, Cos(a, b, c), Sign (no NTK contribution)", repeat_row=True),
+    Arch("fc_exp_gaussian_rbf", (5,),
+         (Dense(8, W_std=0.9, b_std=0.1), _act("Exp", a=0.8, b=0.6), Dense(8, W_std=1.1),
+          _act("Gaussian", a=1.3, b=-0.7), Dense(8), _act("Rbf", gamma=0.6), Dense(1),
+          ), "Exp(a, b), Gaussian(a, b), Rbf(gamma)", repeat_row=True),
+    Arch("fc_defaults_exp_gaussian_rbf_cos", (5,),
+         (Dense(8, W_std=0.8), _act("Exp"), Dense(8, W_std=0.5), _act("Gaussian"), Dense(8),
+          _act("Rbf"), Dense(8), _act("Cos"), Dense(1)),
+         "Exp, Gaussian, Rbf, Cos with their defaults"),
+    Arch("fc_monomials", (5,),
+         (Dense(8, b_std=0.2), _act("Monomial", degree=3), Dense(8, W_std=0.7),
+          _act("Polynomial", coef=(0.3, -1.0, 0.5, 0.2)), Dense(1)),
+         "Monomial(3), Polynomial(coef)"),
+    # no RectifiedMonomial golden: the peer's kernels of it are NaN at correlation 1 (its
+    # (x, None) kernels: arccos(1) = 0 and 0 / sin(0)) and, deeper in a net, its NTK; ntkdsl's
+    # are checked against mpmath (tests/test_symbolic.py, tests/test_nonlinearities.py)
+    Arch("fc_hermite", (6,),
+         (Dense(6), _act("Hermite", degree=3), Dense(6), _act("Hermite", degree=2), Dense(6),
+          _act("Hermite", degree=1), Dense(1)),
+         "Hermite(3), (2), (1) on unit-variance inputs", repeat_row=True, unit_rows=True),
+    Arch("fc_sigmoid", (5,),
+         (Dense(8, W_std=1.5, b_std=0.2), _act("Sigmoid"), Dense(8, W_std=2.0, b_std=0.1),
+          _act("Sigmoid"), Dense(1)),
+         "Sigmoid (quadrature in both)", repeat_row=True),
+    Arch("conv2d_nonlin_pool", (5, 5, 2),
+         (Conv(4, 3, W_std=1.3, b_std=0.1), _act("Abs"), AvgPool(2, strides=1, padding="SAME"),
+          Conv(4, 2, W_std=0.9), _act("Exp", a=0.7, b=0.5), Conv(4, 3), _act("Rbf", gamma=0.4),
+          AvgPool(2), Conv(4, 1), _act("Sign"), GAP, Dense(1)),
+         "CNN with AvgPool: Abs, Exp, Rbf, Sign on full covariances"),
+    Arch("conv2d_poly_pool", (5, 5, 2),
+         (Conv(4, 3, W_std=1.2, b_std=0.1), _act("Monomial", degree=2),
+          AvgPool(2, strides=1, padding="SAME"), Conv(4, 3, W_std=0.6),
+          _act("Polynomial", coef=(0.2, 1.0, -0.3)), AvgPool(2), Conv(4, 1),
+          _act("Gaussian", a=1.2, b=-0.5), Conv(4, 1), _act("Cos", b=0.8),
+          Conv(4, 1, W_std=1.4), _act("Sigmoid"), GAP, Dense(1)),
+         "CNN with AvgPool: Monomial, Polynomial, Gaussian, Cos, Sigmoid"),
+)
+ARCHS = ARCHS + ARCHS_NONLIN
+
 # ----------------------------------------------------------------------------------
 def _inputs(arch: Arch) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(zlib.crc32(arch.name.encode()))
@@ -714,6 +768,10 @@ def _inputs(arch: Arch) -> tuple[np.ndarray, np.ndarray]:
     x2 = arch.x_scale * rng.standard_normal((N2, *arch.in_shape))
     if arch.repeat_row:
         x2[0] = x1[2]
+    if arch.unit_rows:
+        for x in (x1, x2):
+            flat = x.reshape(len(x), -1)
+            flat *= np.sqrt(flat.shape[1]) / np.linalg.norm(flat, axis=1, keepdims=True)
     return x1, x2
 
 
