@@ -36,6 +36,23 @@ unit-scale inputs (after a Tanh the variance is at most ``W_std^2 + b_std^2``);
 beyond it the error grows slowly (T 6e-7, Tdot 5e-5 at s = 25). Gauss-Hermite
 is kept as ``rule="gauss-hermite"`` for comparison.
 
+Every quadrature nonlinearity, measured with the default rule against mpmath 2-D
+integrals (composite Gauss-Legendre split at many cuts, 20 digits) at variances
+``(s11, s22)`` in (1, 1), (4, 2), (10, 10), (10, 1), (0.1, 10) and correlations
+-0.9, 0.3, 0.99, 1 (maximum relative error; the worst case of each is at s = 10,
+correlation 1):
+
+=====================  ==========  ==========
+layer                  T           Tdot
+=====================  ==========  ==========
+Tanh                   4e-9        7e-7
+Softplus(beta=1)       2e-9        4e-11
+Softplus(beta=2.5)     2e-9        1e-7
+Sigmoid                4e-11       1e-10
+=====================  ==========  ==========
+
+so 96 nodes reach the 1e-6 target for all of them and no layer needs its own count.
+
 Cost and memory: the double sum is a loop over the nodes of ``z1``
 (``lax.fori_loop``) around a loop over chunks of 8 nodes of ``z2``, each chunk
 unrolled so that XLA fuses it into one pass (unrolling all 96 costs seconds of
