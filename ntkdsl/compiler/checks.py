@@ -55,23 +55,29 @@ def _name(layer: Layer) -> str:
 
 
 def _stride_mul(a: Stride, b: Stride) -> Stride:
-    if isinstance(a, int) and isinstance(b, int):
+    if not isinstance(a, tuple) and not isinstance(b, tuple):
         return a * b
-    if isinstance(a, int):
+    if not isinstance(a, tuple):
         return tuple(a * x for x in b)
-    if isinstance(b, int):
+    if not isinstance(b, tuple):
         return tuple(x * b for x in a)
     return tuple(x * y for x, y in zip(a, b))
 
 
 def _stride_eq(a: Stride, b: Stride) -> bool:
-    if isinstance(a, int) and isinstance(b, int):
+    if not isinstance(a, tuple) and not isinstance(b, tuple):
         return a == b
-    if isinstance(a, int):
+    if not isinstance(a, tuple):
         return all(x == a for x in b)
-    if isinstance(b, int):
+    if not isinstance(b, tuple):
         return all(x == b for x in a)
     return a == b
+
+
+def _stride_text(s: Stride) -> str:
+    if isinstance(s, tuple):
+        return "(" + ", ".join(str(v) for v in s) + ")"
+    return str(s)
 
 
 def _error(layer: Layer, message: str, notes=()) -> SpecError:
@@ -191,7 +197,8 @@ def _sum(layer: Layer, state: _State) -> _State:
                 and not _stride_eq(a.stride, b.stride)):
             raise _error(
                 layer,
-                f"{first} has total stride {a.stride} but {other} has {b.stride}; "
+                f"{first} has total stride {_stride_text(a.stride)} but {other} has "
+                f"{_stride_text(b.stride)}; "
                 f"they must downsample alike to be {verb}",
             )
 

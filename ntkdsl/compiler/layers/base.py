@@ -23,12 +23,13 @@ connected data, ``(*spatial, channels)`` for convolutional data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from fractions import Fraction
 from typing import ClassVar
 
 from ...diagnostics import Span
 
 Shape = tuple[int, ...]
-Stride = int | tuple[int, ...]
+Stride = int | Fraction | tuple[int | Fraction, ...]
 
 #: the facts every concrete layer class declares, and what each pass reads them for
 DECLARATIONS: dict[str, str] = {
@@ -133,7 +134,8 @@ class Layer:
         return {}
 
     def stride(self) -> Stride:
-        """The factor by which the layer shrinks each spatial axis (1: none)."""
+        """The factor by which the layer shrinks each spatial axis (1: none; a
+        ``Fraction`` below 1 for a layer that upsamples)."""
         return 1
 
     def channels_out(self) -> int | None:
@@ -151,6 +153,13 @@ class Layer:
         args = [f"{k}={_fmt(v, short)}" for k, v in self.arguments().items()]
         name = self.spec_name or type(self).__name__
         return f"{name}({', '.join(args)})" if args else name
+
+
+def upsampling(factor: int | tuple[int, ...]) -> Stride:
+    """The ``stride()`` of a layer that multiplies each axis by ``factor``: ``1/factor``."""
+    if isinstance(factor, tuple):
+        return tuple(Fraction(1, f) for f in factor)
+    return Fraction(1, factor)
 
 
 def per_axis(value: int | tuple[int, ...], ndim: int, what: str) -> tuple[int, ...]:

@@ -34,7 +34,7 @@ from .. import covariance as cv
 from .. import finite
 from ..terms import call
 from .affine import Affine, _window_text, check_padding, check_window
-from .base import Shape, ShapeError, Stride, per_axis, windowed_spatial
+from .base import Shape, ShapeError, Stride, per_axis, upsampling, windowed_spatial
 
 jax = lazy("jax")
 jnp = lazy("jax.numpy")
@@ -141,6 +141,9 @@ class ConvTranspose(Affine):
 
     def window_args(self) -> dict[str, Stride]:
         return {"kernel": self.kernel, "strides": self.strides}
+
+    def stride(self) -> Stride:
+        return upsampling(self.strides)  # it multiplies each axis by its strides
 
     def fan_in(self, in_shape: Shape) -> int:
         nd = len(in_shape) - 1

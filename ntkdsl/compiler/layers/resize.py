@@ -22,7 +22,7 @@ from ..._lazy import lazy
 from .. import covariance as cv
 from ..terms import call
 from .affine import check_window
-from .base import LayerArgError, Shape, ShapeError, Stride, per_axis
+from .base import LayerArgError, Shape, ShapeError, Stride, per_axis, upsampling
 from .structural import Structural, _window_text
 
 jax = lazy("jax")
@@ -72,6 +72,9 @@ class Resize(Structural):
 
     def window_args(self) -> dict[str, Stride]:
         return {"factor": self.factor}
+
+    def stride(self) -> Stride:
+        return upsampling(self.factor)
 
     def _mats(self, sizes):
         fs = per_axis(self.factor, len(sizes), "factor")
