@@ -14,12 +14,15 @@ import dataclasses
 import glob
 import os
 import sys
+import warnings
 
+from ..compiler.activations import FormulaWarning
 from ..compiler.evaluate import format_value
 from ..compiler.expand import is_required
 from ..compiler.frontend import check_file, infer_shapes
 from ..compiler.graph import Net
 from ..compiler.layers import Layer
+from ..compiler.layers.formula import tree_text
 from ..diagnostics import InputError
 from .common import add_spec_arguments, parse_set_options
 
@@ -85,6 +88,9 @@ def layer_text(layer: Layer) -> str:
     """
     if layer.combine is not None:
         return layer.spec_name or type(layer).__name__
+    spec_text = getattr(layer, "spec_text", None)  # a user-defined activation: NAME(P=v)
+    if spec_text is not None:
+        return spec_text()
     parts = []
     for f in dataclasses.fields(layer):
         if not f.init or f.name == "span":
@@ -161,13 +167,12 @@ def summarize(net: Net, input_shape: tuple[int, ...] | None = None) -> str:
             if id(layer) in shapes:
                 text = f"{text:<44} -> {shapes[id(layer)]}"
             lines.append(text)
-            if layer.combine == "sum":
-                branch, shortcut = layer.children()
-                lines.append(f"{indent}  branch:")
-                show(branch, indent + "    ")
-                lines.append(f"{indent}  shortcut:" + ("" if shortcut else " identity"))
-                if shortcut is not None:
-                    show(shortcut, indent + "    ")
+            if layer.combine not in (None, "sequence"):
+                for i, path in enumerate(layer.children()):
+                    lines.append(f"{indent}  {layer.short_label(i)}:"
+                                 + ("" if path is not None else " identity"))
+                    if path is not None:
+                        show(path, indent + "    ")
 
     show(net.body, "    ")
     if input_shape is not None and rows is not None:
@@ -188,15 +193,26 @@ def _spec_files(spec: str) -> list[str]:
 def check_one(path: str, args: argparse.Namespace, shape) -> str:
     """The summary ``ntkdsl check`` prints for one file."""
     overrides = parse_set_options(args.set)
-    nets, scope = check_file(path, net=args.net,
-                             allow_import_from=getattr(args, "allow_import_from", None),
-                             **overrides)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FormulaWarning)
+        nets, scope = check_file(path, net=args.net,
+                                 allow_import_from=getattr(args, "allow_import_from", None),
+                                 **overrides)
+    for w in caught:
+        if issubclass(w.category, FormulaWarning):
+            sys.stderr.write(f"{w.message}\n")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    acts = "".join(f"\n  activation {a.signature()} = {tree_text(a.tree, a.var)}"
+                   for a in scope.activations.values())
     if not nets:
         blocks = ", ".join(scope.blocks) or "none"
         lets = ", ".join(f"{k}={_num(v)}" for k, v in scope.lets.items()) or "none"
         return (f"{path}: no nets (a library for imports)\n  constants: {lets}\n"
-                f"  blocks: {blocks}\nok: {path}")
+                f"  blocks: {blocks}{acts}\nok: {path}")
     texts = [summarize(net, resolve_shape(net, shape)) for net in nets]
+    if acts:
+        texts.insert(0, f"activations defined in {path}:{acts}")
     texts.append(f"ok: {len(nets)} net{'s' if len(nets) != 1 else ''} checked in {path}")
     return "\n\n".join(texts[:-1]) + "\n" + texts[-1]
 

@@ -100,7 +100,7 @@ def _walk(body: Layer, ctx: _Ctx, i: int, shape: Shape | None) -> tuple[int, Sha
         if layer.combine == "sequence":
             i, shape = _walk(layer, ctx, i, in_shape)
             continue
-        if layer.combine == "sum":
+        if layer.combine in ("sum", "concat", "product"):
             i = _sum(layer, ctx, i, in_shape)
             continue
         ctx.n += 1
@@ -113,20 +113,43 @@ def _walk(body: Layer, ctx: _Ctx, i: int, shape: Shape | None) -> tuple[int, Sha
 
 
 def _sum(layer: Layer, ctx: _Ctx, i: int, shape: Shape | None) -> int:
-    branch, shortcut = layer.children()
+    """A branch statement: each path from ``K{i}``, then the rule that combines them."""
+    paths = layer.children()
     ctx.n += 1
-    ctx.head(f"[{ctx.n}] Residual: branch from {ctx.k(i).render(ctx.latex)}")
-    bi, _ = _walk(branch, ctx, i, shape)
-    if shortcut is None:
-        si = i
-        ctx.head("     shortcut: identity")
+    src = ctx.k(i).render(ctx.latex)
+    ends = []
+    for b, path in enumerate(paths):
+        label = layer.short_label(b)
+        if b == 0:
+            ctx.head(f"[{ctx.n}] {layer.spec_name}: {label} from {src}"
+                     + (" (identity)" if path is None else ""))
+        elif path is None:
+            ctx.head(f"     {label}: identity")
+        else:
+            ctx.head(f"     {label} from {src}")
+        ends.append(i if path is None else _walk(path, ctx, i, shape)[0])
+    ctx.n += 1
+    ctx.head(f"[{ctx.n}] {layer.explain_title()}")
+    ks, ths = [ctx.k(e) for e in ends], [ctx.th(e) for e in ends]
+    if layer.combine == "product":
+        rules.branch_product(ks, ths, bind=ctx.binder())
+    elif layer.combine == "concat":
+        rules.branch_concat(ks, ths, weights=_concat_weights(layer, shape, ctx),
+                            bind=ctx.binder())
     else:
-        ctx.head(f"     shortcut from {ctx.k(i).render(ctx.latex)}")
-        si, _ = _walk(shortcut, ctx, i, shape)
-    ctx.n += 1
-    ctx.head(f"[{ctx.n}] Residual sum (independent branches)")
-    rules.branch_sum([ctx.k(bi), ctx.k(si)], [ctx.th(bi), ctx.th(si)], bind=ctx.binder())
+        rules.branch_sum(ks, ths, bind=ctx.binder())
     return ctx.n
+
+
+def _concat_weights(layer: Layer, shape: Shape | None, ctx: _Ctx) -> list:
+    """``C_b / C``: numbers for a known input shape, else the symbols ``C_b/C``."""
+    if shape is not None:
+        try:
+            return list(layer.weights(shape))
+        except Exception:  # shapes are the front end's job
+            pass
+    n = len(layer.children())
+    return [ctx.sym(f"(C{b + 1}/C)", f"\\frac{{C_{{{b + 1}}}}}{{C}}") for b in range(n)]
 
 
 def _nonlinearity_lines(layer: Layer, ctx: _Ctx) -> None:
@@ -140,6 +163,9 @@ def _nonlinearity_lines(layer: Layer, ctx: _Ctx) -> None:
         ctx.eq(f"T_{name}(s11, s12, s22)", str(T))
         ctx.eq(f"Tdot_{name}(s11, s12, s22)", str(Td))
         ctx.eq(f"T_{name}(s, s, s)", str(D))
+    notes = getattr(layer, "explain_notes", None)  # a user-defined activation: its formula
+    for line in notes(ctx.latex) if notes is not None else ():
+        ctx.head(line)
     if not layer.closed_form:
         ctx.head(f"  no closed form: {Q.RULE} rule, {Q.NODES} nodes per axis "
                  f"(accurate to 1e-7 for variances <= {Q.MAX_ACCURATE_VARIANCE:g})")
@@ -153,6 +179,41 @@ class _TooLarge(Exception):
     pass
 
 
+def _channels(layer: Layer | None, c):
+    """The feature count after ``layer`` of a fully connected net, from ``c`` before it."""
+    if layer is None:
+        return c
+    if layer.combine == "sequence":
+        for child in layer.children():
+            c = _channels(child, c)
+        return c
+    if layer.combine == "concat":
+        return sum(_channels(p, c) for p in layer.children())
+    if layer.combine is not None:
+        return _channels(layer.children()[0], c)
+    out = layer.channels_out()
+    return c if out is None else out
+
+
+def _combine_closed(layer: Layer, parts: list[tuple], c_in) -> tuple:
+    """``(K11, K12, K22, Theta)`` of a Concat or Product from its paths' (sympy)."""
+    k11s, k12s, k22s, ths = (list(v) for v in zip(*parts))
+    if layer.combine == "concat":
+        chans = [_channels(p, c_in) for p in layer.children()]
+        ws = [c / sum(chans) for c in chans]
+
+        def mean(vals):
+            return sum((w * v for w, v in zip(ws, vals)), sympy.Integer(0))
+
+        return mean(k11s), mean(k12s), mean(k22s), mean(ths)
+
+    def prod(vals):
+        return sympy.Mul(*vals)
+
+    k12, th = rules.branch_product(k12s, ths)
+    return prod(k11s), k12, prod(k22s), sympy.Integer(0) if th is None else th
+
+
 @dataclass(frozen=True)
 class _SympyCtx:
     """What the layers' ``closed_form_rule`` methods see."""
@@ -162,6 +223,18 @@ class _SympyCtx:
     @staticmethod
     def rational(v: float):
         return sympy.nsimplify(float(v), rational=True, tolerance=1e-10)
+
+
+#: the functions sympy.simplify handles quickly in these kernels (the arc-cosine and erf
+#: kernels: roots, inverse trigonometric functions); with exp, erf, sin or atan inside
+#: (Gelu, Sin, ...) it can take minutes even on a few hundred operations, so such
+#: closed forms are printed as built
+_FAST_SIMPLIFY = ("asin", "acos", "atan2")
+
+
+def _simplifies_fast(e) -> bool:
+    names = {type(f).__name__ for f in e.atoms(sympy.Function)}
+    return names <= set(_FAST_SIMPLIFY)
 
 
 def _fully_connected(layer: Layer | None) -> bool:
@@ -193,16 +266,21 @@ def closed_form(net: Net, limit: int = CLOSED_FORM_LIMIT):
     d = sympy.Symbol("d", positive=True)
     ctx = _SympyCtx(sympy.Symbol("fan_in", positive=True))
 
-    def go(layer: Layer | None, st):
+    def go(layer: Layer | None, st, c):
+        # c: the feature count at the layer's input (Concat weighs its paths by theirs)
         if layer is None:
             return st
         if layer.combine == "sequence":
             for child in layer.children():
-                st = go(child, st)
+                st = go(child, st, c)
+                c = _channels(child, c)
             return st
         if layer.combine == "sum":
-            parts = [go(c, st) for c in layer.children()]
+            parts = [go(p, st, c) for p in layer.children()]
             st = tuple(sum(vals[1:], vals[0]) for vals in zip(*parts))
+        elif layer.combine in ("concat", "product"):
+            parts = [go(p, st, c) for p in layer.children()]
+            st = _combine_closed(layer, parts, c)
         else:
             st = layer.closed_form_rule(st, ctx)
         if sum(sympy.count_ops(e) for e in st) > limit:
@@ -210,12 +288,13 @@ def closed_form(net: Net, limit: int = CLOSED_FORM_LIMIT):
         return st
 
     try:
-        _, K, _, Th = go(net.body, (xx1 / d, xx / d, xx2 / d, sympy.Integer(0)))
+        _, K, _, Th = go(net.body, (xx1 / d, xx / d, xx2 / d, sympy.Integer(0)), d)
     except _TooLarge:
         return None
 
     def simp(e):
-        return sympy.simplify(e) if sympy.count_ops(e) < SIMPLIFY_LIMIT else e
+        small = sympy.count_ops(e) < SIMPLIFY_LIMIT
+        return sympy.simplify(e) if small and _simplifies_fast(e) else e
 
     return simp(K), simp(Th)
 
