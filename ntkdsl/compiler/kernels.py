@@ -488,20 +488,30 @@ def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None
         return _evaluate(model, x1, x2, get, dtype, batch_size, progress, out)
 
 
-def _first_occurrences(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(keep, inverse)`` when ``rows`` has repeated rows, else ``None``.
+def _first_occurrences(*blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(keep, inverse)`` when the rows of ``blocks`` (taken in order) repeat, else ``None``.
 
     ``keep`` lists the first occurrence of each distinct row in its original order,
-    ``inverse`` maps every row to its position in ``keep``.
+    ``inverse`` maps every row to its position in ``keep``. Rows are compared by a hash
+    of their bytes (then exactly), one row at a time, so no copy of the inputs is made
+    unless a row repeats.
     """
-    flat = np.ascontiguousarray(rows.reshape(len(rows), -1))
-    _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
-    if len(first) == len(rows):
+    seen: dict[int, list[int]] = {}
+    rows = [r for b in blocks for r in b]
+    inverse = np.empty(len(rows), np.int64)
+    keep: list[int] = []
+    for n, r in enumerate(rows):
+        for k in seen.setdefault(hash(r.tobytes()), []):
+            if np.array_equal(rows[keep[k]], r):
+                inverse[n] = k
+                break
+        else:
+            seen[hash(r.tobytes())].append(len(keep))
+            inverse[n] = len(keep)
+            keep.append(n)
+    if len(keep) == len(rows):
         return None
-    order = np.argsort(first)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return first[order], rank[inverse.reshape(-1)]
+    return np.asarray(keep), inverse
 
 
 def _evaluate(model, x1, x2, get, dtype, batch_size, progress, out):
@@ -516,11 +526,11 @@ def _evaluate(model, x1, x2, get, dtype, batch_size, progress, out):
         # (the kernel of a repeated row is then a copy, not a recomputation that XLA may
         # round differently in another vector lane)
         n1 = a1.shape[0]
-        rows = a1 if a2 is None else np.concatenate([a1, a2])
-        dup = _first_occurrences(rows)
+        dup = _first_occurrences(a1) if a2 is None else _first_occurrences(a1, a2)
         if dup is not None and (a2 is None or len(dup[0]) * (len(dup[0]) + 1) // 2
                                 <= n1 * a2.shape[0]):
             keep, inverse = dup
+            rows = a1 if a2 is None else np.concatenate([a1, a2])
             k = _evaluate(model, rows[keep], None, gets, dt, batch_size, progress, None)
             i1 = inverse[:n1]
             i2 = i1 if a2 is None else inverse[n1:]

@@ -114,8 +114,9 @@ def _flat(node, out: list) -> None:
             _flat(layer, out)
         elif layer.combine is not None:
             raise NotCovered(
-                "ntkdsl analyze: residual nets are not covered (the mean-field maps here are "
-                "for chains of affine and pointwise layers; a Residual adds its paths' kernels)"
+                f"ntkdsl analyze: branch statements ({layer.spec_name}) are not covered (the "
+                "mean-field maps here are for chains of affine and pointwise layers; a branch "
+                "statement combines its paths' kernels)"
             )
         else:
             out.append(layer)
