@@ -16,10 +16,10 @@ demo: $(STAMP)
 	$(BIN)/ntkdsl demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m ''
+	$(BIN)/python -m pytest -q -n 2 -m ''
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

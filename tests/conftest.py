@@ -1,10 +1,28 @@
-"""The test suite compares results in float64: it enables jax's x64 mode for itself.
+"""Test-suite settings.
 
-ntkdsl never changes ``jax.config`` (tests/test_jax_config.py checks that in fresh
-processes, with x64 off and on); this switch is the test process's own choice, as
-a user's script would make it.
+* The suite compares results in float64: it enables jax's x64 mode for itself.
+  ntkdsl never changes ``jax.config`` (tests/test_jax_config.py checks that in fresh
+  processes, with x64 off and on); this switch is the test process's own choice, as a
+  user's script would make it.
+* The default-run tests that take the longest (measured with ``--durations``) are
+  listed in ``slow_tests.txt`` and get the ``slow`` mark, so they run with ``-m slow``
+  (``make test-all``) like the tests marked in their own files.
 """
 
+import pathlib
+
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+_SLOW = {line.strip() for line in
+         (pathlib.Path(__file__).parent / "slow_tests.txt").read_text().splitlines()
+         if line.strip() and not line.startswith("#")}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the node ids of ``slow_tests.txt`` slow."""
+    for item in items:
+        if item.nodeid in _SLOW:
+            item.add_marker(pytest.mark.slow)
