@@ -24,6 +24,7 @@ from typing import Any
 
 from ..diagnostics import Span, SpecError, did_you_mean
 from ..grammar import ast
+from .arguments import bind_args
 from .evaluate import ArgValue, LayerRef, format_value, type_name
 from .layers.formula import FUNCTIONS, FormulaActivation, Tree, has_x
 
@@ -259,8 +260,6 @@ def instantiate(act: Activation, args: tuple[ArgValue, ...], call_span: Span,
             parameter without a default that is not given, or values for which the
             formula is not real or grows too fast.
     """
-    from .expand import bind_args
-
     bound = bind_args(f"activation '{act.name}'", list(act.params), args, call_span, env)
     values: dict[str, float] = {}
     for p in act.params:

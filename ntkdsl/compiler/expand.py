@@ -34,6 +34,7 @@ from ..diagnostics import Span, SpecError, did_you_mean
 from ..grammar import ast
 from ..grammar.parser import MAX_SOURCE_CHARS, parse_expression, parse_module
 from . import activations
+from .arguments import bind_args
 from .evaluate import PADDING_WORDS, ArgValue, Evaluator, LayerRef, format_value, type_name
 from .graph import Net
 from .layers import BUILTINS, Layer, LayerArgError, Residual, Serial
@@ -757,38 +758,6 @@ def expand_ref(ref: LayerRef, args: tuple[ArgValue, ...], stmt: ast.Call, env: E
         env.budget.layer(env.at(stmt.span))
         return [layer]
     return [make_layer(ref.target, args, stmt, env)]
-
-
-def bind_args(
-    what: str, names: list[str], args: tuple[ArgValue, ...], call_span: Span, env: Env
-) -> dict[str, tuple[Any, Span | None]]:
-    """Match arguments to parameter names: positional first, then keywords.
-
-    Returns:
-        name -> (value, span of the argument).
-    """
-    bound: dict[str, tuple[Any, Span | None]] = {}
-    seen_keyword = False
-    positional = [a for a in args if a.key is None]
-    for i, a in enumerate(args):
-        span = a.span or call_span
-        if a.key is None:
-            if seen_keyword:
-                raise env.error("positional argument follows a keyword argument", span)
-            if i >= len(names):
-                raise env.error(
-                    f"{what} takes at most {len(names)} argument{'s' if len(names) != 1 else ''}"
-                    f" ({', '.join(names) or 'none'}) but {len(positional)} were given", span)
-            bound[names[i]] = (a.value, a.span)
-        else:
-            seen_keyword = True
-            if a.key not in names:
-                raise env.error(f"{what} has no argument '{a.key}'", span,
-                                did_you_mean(a.key, names))
-            if a.key in bound:
-                raise env.error(f"argument '{a.key}' of {what} is given twice", span)
-            bound[a.key] = (a.value, a.span)
-    return bound
 
 
 def make_layer(cls: type[Layer], args: tuple[ArgValue, ...], stmt: ast.Call, env: Env) -> Layer:
