@@ -40,7 +40,7 @@ class DemoConfig:
     n_train: int = 256
     n_test: int = 256
     widths: tuple[int, ...] = (128, 2048)
-    steps: int = 2000
+    steps: int = 1000
     record_every: int = 20
     out: Path = Path("demo-out")
     specs_dir: Path | None = None

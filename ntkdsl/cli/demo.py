@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--n-test", type=int, default=256, help="test images (default 256)")
     p.add_argument("--widths", type=_widths, default=(128, 2048),
                    help="comma-separated widths of the finite nets (128,2048)")
-    p.add_argument("--steps", type=int, default=2000, help="gradient-descent steps (2000)")
+    p.add_argument("--steps", type=int, default=1000, help="gradient-descent steps (1000)")
     p.add_argument("--out", type=Path, default=Path("demo-out"),
                    help="output folder for dynamics.png and results.json (demo-out)")
     p.add_argument("--specs-dir", type=Path, default=None,
