@@ -25,6 +25,8 @@ MAX_LENGTH = 10_000
 MAX_DEPTH = 200
 
 PADDING_WORDS = ("SAME", "VALID", "CIRCULAR")
+#: the boolean words (a name of the user's own of that spelling shadows them)
+BOOLEAN_WORDS = {"true": True, "false": False}
 FUNCTIONS = ("sqrt", "exp", "log", "min", "max")
 #: words that layer arguments take as strings: written bare, they get a "did you mean" the
 #: quoted string (the padding words need no quotes)
@@ -70,6 +72,8 @@ class LayerRef:
 
 def format_value(value: Any) -> str:
     """A value as a spec would write it (strings quoted, tuples with a trailing comma)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, tuple):
@@ -182,6 +186,8 @@ class Evaluator:
             return ref
         if expr.name in PADDING_WORDS:
             return expr.name
+        if expr.name in BOOLEAN_WORDS:
+            return BOOLEAN_WORDS[expr.name]
         if expr.name in FUNCTIONS:
             raise self.error(f"'{expr.name}' is a function; call it as {expr.name}(...)",
                              expr.span)
