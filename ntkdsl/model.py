@@ -17,21 +17,39 @@ class Model:
 
     Arguments:
         net: the layer graph (from :func:`ntkdsl.load` / :func:`ntkdsl.parse`).
+        trainable: the net parameters the net was compiled with as trainable
+            (``kernel_fn(..., params=...)``, docs/fitting.md).
     """
 
-    def __init__(self, net: Net):
+    def __init__(self, net: Net, trainable: tuple[str, ...] = ()):
         self.net = net
+        self.trainable = tuple(trainable)
 
     # compiled functions are cached on the (hashable) net in the compiler, not here,
     # so a Model pickles and unpickles at any time and recompiles lazily
     def __getstate__(self) -> dict:
-        return {"net": self.net}
+        return {"net": self.net, "trainable": self.trainable}
 
     def __setstate__(self, state: dict) -> None:
         self.net = state["net"]
+        self.trainable = tuple(state.get("trainable", ()))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Model) and other.net == self.net
+        return (isinstance(other, Model) and other.net == self.net
+                and other.trainable == self.trainable)
+
+    @property
+    def trainable_defaults(self) -> dict[str, float]:
+        """``{name: default}`` of the trainable parameters, as compiled."""
+        from .compiler.differentiable import defaults
+
+        return defaults(self.net, self.trainable)
+
+    def trainable_bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """``{name: (low, high)}`` from the validation of the layer fields each sets."""
+        from .compiler.differentiable import bounds
+
+        return bounds(self.net, self.trainable)
 
     def __hash__(self) -> int:
         return hash(self.net)
@@ -41,8 +59,13 @@ class Model:
 
     # -- infinite width (compiler/kernels.py) ---------------------------------
     def kernel_fn(self, x1, x2=None, get=("nngp", "ntk"), *, dtype=None, batch_size=None,
-                  progress=None, out=None):
+                  progress=None, out=None, params=None):
         """The analytic NNGP kernel and/or NTK between the rows of ``x1`` and ``x2``.
+
+        With ``params={name: value}`` (a model compiled with ``trainable=``) the
+        result is a jax array, a pure JAX function of the inputs and of those
+        values (``jax.grad``/``jit``/``vmap`` work through it); ``dtype``,
+        ``batch_size`` and ``out`` are then not available (docs/fitting.md).
 
         Arguments:
             x1: inputs, channel last, shape ``(n1, *input_shape)``.
@@ -60,14 +83,21 @@ class Model:
             With a string ``get``, an array ``(n1, n2)``; with a tuple, a
             :class:`ntkdsl.Kernel` with attributes ``nngp`` and ``ntk``.
         """
+        if params is not None:
+            return self._kernel_with_params(x1, x2, get, params, dtype=dtype,
+                                            batch_size=batch_size, out=out)
         from .compiler.kernels import evaluate_kernel
 
         return evaluate_kernel(self, x1, x2, get, dtype=dtype, batch_size=batch_size,
                                progress=progress, out=out)
 
     # -- finite width (compiler/network.py, empirical.py) ----------------------
-    def init(self, key, input_shape):
+    def init(self, key, input_shape, *, net_params=None):
         """Random parameters of the finite network for inputs of ``input_shape``.
+
+        ``net_params={name: value}`` (a model compiled with ``trainable=``) gives the
+        weights at those net-parameter values, differentiably (they matter only in
+        the standard parameterisation).
 
         ``input_shape`` is one input's shape, ``(features,)`` or ``(*spatial, channels)``;
         neural-tangents' form with a batch axis, ``(-1, *shape)`` (or any batch size),
@@ -82,11 +112,25 @@ class Model:
         if shape and (shape[0] == -1 or (declared is not None
                                          and len(shape) == len(declared) + 1)):
             shape = shape[1:]
+        if net_params is not None:
+            from .compiler.differentiable import init as init_at
+
+            return init_at(self.net, self.trainable, key, shape, net_params)
         return init(self.net, key, shape)
 
-    def apply(self, params, x):
-        """The finite network's outputs for inputs ``x`` (pure, jittable)."""
+    def apply(self, params, x, *, net_params=None):
+        """The finite network's outputs for inputs ``x`` (pure, jittable).
+
+        ``net_params={name: value}`` (a model compiled with ``trainable=``) runs the
+        net at those net-parameter values, differentiably with respect to them
+        (``params`` keeps its meaning: the weights).
+        """
         from .compiler.network import apply
+
+        if net_params is not None:
+            from .compiler.differentiable import apply as apply_at
+
+            return apply_at(self.net, self.trainable, params, x, net_params)
 
         return apply(self.net, params, x)
 
@@ -95,6 +139,16 @@ class Model:
         from .empirical import empirical_ntk
 
         return empirical_ntk(self.apply, params, x1, x2, **kwargs)
+
+    def _kernel_with_params(self, x1, x2, get, params, *, dtype, batch_size, out):
+        from .compiler.differentiable import kernel
+        from .diagnostics import InputError
+
+        for name, v in (("dtype", dtype), ("batch_size", batch_size), ("out", out)):
+            if v is not None:
+                raise InputError(f"kernel_fn(params=...) takes no {name}= (the differentiable "
+                                 "kernel is one untiled JAX computation in your precision)")
+        return kernel(self.net, self.trainable, x1, x2, get, params)
 
     # -- dynamics and predictions (predict.py) ---------------------------------
     def predict_fn(self, x_train, y_train, **kwargs):
@@ -105,22 +159,46 @@ class Model:
 
 
 def compile(source: str, *, net: str | None = None, filename: str | None = None,
-            **overrides) -> Model:
+            trainable=(), **overrides) -> Model:
     """Compile spec text into a :class:`Model`.
 
     Arguments:
         source: the spec text.
         net: which net of the file (needed when it holds several).
         filename: used in error messages and to resolve imports.
+        trainable: names of net parameters (real numbers) that ``kernel_fn(...,
+            params=...)`` and ``init``/``apply(..., net_params=...)`` take as
+            differentiable arguments (docs/fitting.md); a string is one name.
         **overrides: values for the net's parameters.
     """
     from .compiler.frontend import parse
 
-    return Model(parse(source, net=net, filename=filename, **overrides))
+    names = _trainable_names(trainable)
+    return _checked(Model(parse(source, net=net, filename=filename, trainable=names,
+                                **overrides), names))
 
 
-def compile_file(path: str | Path, *, net: str | None = None, **overrides) -> Model:
+def compile_file(path: str | Path, *, net: str | None = None, trainable=(),
+                 **overrides) -> Model:
     """Compile a spec file into a :class:`Model` (see :func:`compile`)."""
     from .compiler.frontend import load
 
-    return Model(load(path, net=net, **overrides))
+    names = _trainable_names(trainable)
+    return _checked(Model(load(path, net=net, trainable=names, **overrides), names))
+
+
+def _trainable_names(trainable) -> tuple[str, ...]:
+    from .diagnostics import InputError
+
+    names = (trainable,) if isinstance(trainable, str) else tuple(trainable)
+    if not all(isinstance(n, str) for n in names):
+        raise InputError(f"trainable must be parameter names (strings), got {trainable!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def _checked(model: Model) -> Model:
+    if model.trainable:
+        from .compiler.differentiable import check_compilable
+
+        check_compilable(model.net)
+    return model

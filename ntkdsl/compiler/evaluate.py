@@ -16,6 +16,7 @@ from typing import Any
 
 from ..diagnostics import Span, SpecError, did_you_mean
 from ..grammar import ast
+from .trainable import lift
 
 #: integers beyond this magnitude are rejected
 MAX_INT = 2**63 - 1
@@ -208,7 +209,8 @@ class Evaluator:
                 if a.key is not None:
                     raise self.error(f"{expr.name}() takes no keyword arguments", a.span)
             vals = [self.eval(a.value, depth) for a in expr.args]
-            return self.function(expr, vals)
+            # a trainable parameter's value keeps the expression it is computed by
+            return lift(expr.name, vals, self.function(expr, vals))
         args = tuple(ArgValue(a.key, self.eval(a.value, depth), a.span) for a in expr.args)
         ref = self.layer_ref(expr.name, args, expr.span)
         if ref is not None:

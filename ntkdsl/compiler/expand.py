@@ -33,7 +33,7 @@ from typing import Any
 from ..diagnostics import Span, SpecError, did_you_mean
 from ..grammar import ast
 from ..grammar.parser import MAX_SOURCE_CHARS, parse_expression, parse_module
-from . import activations
+from . import activations, trainable
 from .arguments import bind_args
 from .evaluate import PADDING_WORDS, ArgValue, Evaluator, LayerRef, format_value, type_name
 from .graph import Net
@@ -651,6 +651,7 @@ def arg_notes(key: str | None, value: Any) -> list[str]:
 def expand_repeat(stmt: ast.Repeat, env: Env) -> list[Layer]:
     """``repeat N { BODY }``: the body N times."""
     value = env.evaluator()(stmt.count)
+    trainable.check_structural(value, "a repeat count", env.error, stmt.count.span)
     count = as_int(value)
     if count is None or count < 0:
         raise env.error(
@@ -754,6 +755,7 @@ def expand_ref(ref: LayerRef, args: tuple[ArgValue, ...], stmt: ast.Call, env: E
     if isinstance(ref.target, Block):
         return expand_block(ref.target, args, stmt, env)
     if isinstance(ref.target, activations.Activation):
+        trainable.check_activation_args(args, ref.name, env.error, stmt.span)
         layer = activations.instantiate(ref.target, args, stmt.span, stmt.name_span, env)
         env.budget.layer(env.at(stmt.span))
         return [layer]
@@ -774,6 +776,7 @@ def make_layer(cls: type[Layer], args: tuple[ArgValue, ...], stmt: ast.Call, env
         if f.name not in bound and is_required(f):
             raise env.error(f"{cls.spec_name} is missing its argument '{f.name}'",
                             stmt.name_span)
+    trainable.check_layer_args(cls, bound, env.error, stmt.span)
     # a layer's validation walks its tuple arguments: charge them like expression nodes
     size = sum(len(v) for v, _ in bound.values() if isinstance(v, tuple))
     if size:
@@ -870,13 +873,16 @@ def coerce(key: str, value: Any) -> Any:
 
 
 # -- nets ---------------------------------------------------------------------------------
-def expand_net(scope: FileScope, defn: ast.NetDef, overrides: Mapping[str, Any]) -> Net:
+def expand_net(scope: FileScope, defn: ast.NetDef, overrides: Mapping[str, Any],
+               trainable_names: Iterable[str] = ()) -> Net:
     """Expand one net with parameter overrides.
 
     Arguments:
         scope: the file the net is defined in.
         defn: the net's AST.
         overrides: parameter name -> Python value or :class:`Expression`.
+        trainable_names: parameters given as :class:`.trainable.Sym` values (real
+            numbers the differentiable kernels take as arguments).
 
     Returns:
         The layer graph.
@@ -898,6 +904,12 @@ def expand_net(scope: FileScope, defn: ast.NetDef, overrides: Mapping[str, Any])
             params[p.name] = override_value(p, overrides[p.name], env)
         else:
             params[p.name] = env.evaluator()(p.default)
+        if p.name in trainable_names:
+            params[p.name] = trainable_param(p, params[p.name])
+    for key in trainable_names:
+        if key not in names:
+            raise SpecError(f"net '{defn.name}' has no parameter '{key}' to make trainable",
+                            defn.name_span, did_you_mean(key, names))
     stmts = defn.body
     input_shape = None
     if stmts and isinstance(stmts[0], ast.Call) and stmts[0].name == "Input":
@@ -924,6 +936,7 @@ def input_statement(stmt: ast.Call, env: Env) -> tuple[int, ...]:
         raise env.error("Input is missing its argument 'shape' (e.g. Input((8, 8, 1)))",
                         stmt.name_span)
     value, span = bound["shape"]
+    trainable.check_structural(value, "an Input shape", env.error, span or stmt.span)
     shape = value if isinstance(value, tuple) else (value,)
     sizes = tuple(as_int(v) for v in shape)
     if (not shape or len(shape) > MAX_INPUT_AXES
@@ -933,6 +946,15 @@ def input_statement(stmt: ast.Call, env: Env) -> tuple[int, ...]:
             f"{MAX_INPUT_AXES} sizes, each a positive integer or -1 (any size), got "
             f"{format_value(value)}", span or stmt.span)
     return sizes
+
+
+def trainable_param(param: ast.Param, value: Any) -> Any:
+    """A trainable net parameter's value: its default (or override) as a Sym."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(f"net parameter '{param.name}' cannot be trainable: its value is "
+                        f"{type_name(value, True)} ({format_value(value)}), not a real number",
+                        param.span)
+    return trainable.param(param.name, float(value))
 
 
 def override_value(param: ast.Param, value: Any, env: Env) -> Any:

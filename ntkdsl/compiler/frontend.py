@@ -90,8 +90,9 @@ def _select(scope: FileScope, net: str | None) -> list:
     return list(nets.values())
 
 
-def _build(scope: FileScope, defn, overrides: Mapping[str, Any]) -> Net:
-    net = expand_net(scope, defn, overrides)
+def _build(scope: FileScope, defn, overrides: Mapping[str, Any],
+           trainable: Iterable[str] = ()) -> Net:
+    net = expand_net(scope, defn, overrides, tuple(trainable))
     check_net(net)
     if net.input_shape is not None:
         check_input_statement(net, defn.body[0].span)
@@ -151,7 +152,8 @@ def _build_all(scope: FileScope, overrides: Mapping[str, Any]) -> list[Net]:
 
 @_guarded
 def parse(source: str | bytes, *, net: str | None = None, filename: str | None = None,
-          allow_import_from: Dirs = None, **overrides: Any) -> Net:
+          allow_import_from: Dirs = None, trainable: Iterable[str] = (),
+          **overrides: Any) -> Net:
     """The layer graph of one net of a spec given as text.
 
     Arguments:
@@ -161,6 +163,8 @@ def parse(source: str | bytes, *, net: str | None = None, filename: str | None =
             relative to the current directory), and confined to its directory
             tree (else the current directory's).
         allow_import_from: further directories imports may read from.
+        trainable: net parameters (real numbers) the differentiable kernels take
+            as arguments (see ``docs/fitting.md``).
         **overrides: values for the net's parameters (numbers, strings,
             tuples; a string for a layer-valued parameter names the layer;
             an :class:`Expression` is evaluated as spec text).
@@ -172,12 +176,12 @@ def parse(source: str | bytes, *, net: str | None = None, filename: str | None =
         SpecError: for any error in the spec or the overrides.
     """
     scope = _scope_from_source(source, filename, allow_import_from)
-    return _build(scope, _select(scope, net)[0], overrides)
+    return _build(scope, _select(scope, net)[0], overrides, trainable)
 
 
 @_guarded
 def load(path: str | os.PathLike, *, net: str | None = None, allow_import_from: Dirs = None,
-         **overrides: Any) -> Net:
+         trainable: Iterable[str] = (), **overrides: Any) -> Net:
     """The layer graph of one net of a spec file (see :func:`parse`).
 
     Arguments:
@@ -185,13 +189,14 @@ def load(path: str | os.PathLike, *, net: str | None = None, allow_import_from: 
         net: which net (needed when the file holds several).
         allow_import_from: directories outside the spec's directory tree that
             its imports may read from (a path or several).
+        trainable: net parameters the differentiable kernels take as arguments.
         **overrides: values for the net's parameters.
 
     Returns:
         The expanded, statically checked :class:`~.graph.Net`.
     """
     scope = _scope_from_path(path, allow_import_from)
-    return _build(scope, _select(scope, net)[0], overrides)
+    return _build(scope, _select(scope, net)[0], overrides, trainable)
 
 
 @_guarded

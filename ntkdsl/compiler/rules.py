@@ -28,6 +28,14 @@ def _unbound(kind: str, value: Value) -> Value:
     return value
 
 
+def _indicator(b2: Value) -> float:
+    """``[b > 0]``; a traced b2 (differentiable kernels) comes from a default > 0."""
+    try:
+        return 1.0 if b2 else 0.0
+    except TypeError:  # jax refuses bool() of a tracer
+        return 1.0
+
+
 def affine(k: Value, theta: Value | None, *, A: Callable[[Value], Value], w2: Value,
            b2: Value, fan_in: Value, standard: bool, want_ntk: bool = True,
            bind: Bind = _unbound) -> tuple[Value, Value | None]:
@@ -44,7 +52,7 @@ def affine(k: Value, theta: Value | None, *, A: Callable[[Value], Value], w2: Va
         return k1, None
     a_theta = 0.0 if theta is None else A(theta)
     if standard:
-        theta1 = fan_in * a_k + w2 * a_theta + (1.0 if b2 else 0.0)
+        theta1 = fan_in * a_k + w2 * a_theta + _indicator(b2)
     else:
         theta1 = k1 + w2 * a_theta
     return k1, bind("Theta", theta1)

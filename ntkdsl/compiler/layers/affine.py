@@ -57,6 +57,10 @@ def check_window(value, arg: str) -> None:
         )
 
 
+def _real(v: Any) -> Any:
+    return float(v) if isinstance(v, int | float) else v
+
+
 def check_padding(padding: object) -> None:
     """``padding`` is one of SAME, VALID, CIRCULAR."""
     if padding not in PADDINGS:
@@ -111,7 +115,8 @@ class Affine(Layer):
 
     # ---- infinite width ----------------------------------------------------------------
     def _rule_args(self, fan_in: Any) -> dict[str, Any]:
-        return dict(w2=float(self.W_std) ** 2, b2=float(self.b_std) ** 2, fan_in=fan_in,
+        # float(): a Python number stays one; a traced std (differentiable kernels) as it is
+        return dict(w2=_real(self.W_std) ** 2, b2=_real(self.b_std) ** 2, fan_in=fan_in,
                     standard=self.parameterization == "standard")
 
     def kernel_rule(self, k: cv.KernelState, plan: cv.LayerPlan) -> cv.KernelState:
@@ -150,7 +155,8 @@ class Affine(Layer):
         kw, kb = jax.random.split(key)
         w = finite.normal(kw, w_shape)
         params = {"w": w}
-        if self.b_std != 0:
+        # a traced b_std (differentiable kernels) has a default > 0, so the layer has a bias
+        if not isinstance(self.b_std, int | float) or self.b_std != 0:
             params["b"] = finite.normal(kb, (self.out,))
         if self.parameterization == "standard":
             params["w"] = w * (self.W_std / math.sqrt(fan_in))

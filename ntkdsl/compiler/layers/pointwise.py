@@ -51,6 +51,8 @@ def _number(layer: Layer, *names: str) -> None:
 
 def _q(v: float):
     """An exact sympy number for a layer parameter (0.1 -> 1/10, as written)."""
+    if isinstance(v, sympy.Basic):  # a symbol: the differentiable kernels' constants
+        return v
     return sympy.Integer(v) if isinstance(v, int) else sympy.Rational(repr(float(v)))
 
 
