@@ -6,6 +6,7 @@ imported (``base.REGISTRY``); every layer module is imported here, so after
 """
 
 from .affine import Affine, Conv, Dense
+from .attention import SelfAttention
 from .base import DECLARATIONS, REGISTRY, Layer, LayerArgError, Shape, ShapeError
 from .combinators import Residual, Serial
 from .convolutions import ConvLocal, ConvTranspose
@@ -74,6 +75,7 @@ __all__ = [
     "Relu",
     "Residual",
     "Resize",
+    "SelfAttention",
     "Serial",
     "Shape",
     "ShapeError",
