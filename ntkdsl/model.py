@@ -59,13 +59,14 @@ class Model:
 
     # -- infinite width (compiler/kernels.py) ---------------------------------
     def kernel_fn(self, x1, x2=None, get=("nngp", "ntk"), *, dtype=None, batch_size=None,
-                  progress=None, out=None, params=None):
+                  progress=None, out=None, adjacency1=None, adjacency2=None, params=None):
         """The analytic NNGP kernel and/or NTK between the rows of ``x1`` and ``x2``.
 
         With ``params={name: value}`` (a model compiled with ``trainable=``) the
         result is a jax array, a pure JAX function of the inputs and of those
         values (``jax.grad``/``jit``/``vmap`` work through it); ``dtype``,
-        ``batch_size`` and ``out`` are then not available (docs/fitting.md).
+        ``batch_size``, ``out`` and graph inputs are then not available
+        (docs/fitting.md).
 
         Arguments:
             x1: inputs, channel last, shape ``(n1, *input_shape)``.
@@ -78,6 +79,10 @@ class Model:
                 stderr is a terminal).
             out: optional ``{"nngp": array, "ntk": array}`` of preallocated ``(n1, n2)``
                 outputs (e.g. ``np.memmap``) that the tiles are written into.
+            adjacency1, adjacency2: for a net with ``Aggregate`` (graph inputs: ``x``
+                node features ``(n, nodes, C)``), each graph's adjacency ``(n, nodes,
+                nodes)``, an array or a :class:`ntkdsl.graphs.EdgeList`; an error for
+                other nets (docs/language.md, "Graph inputs").
 
         Returns:
             With a string ``get``, an array ``(n1, n2)``; with a tuple, a
@@ -85,11 +90,24 @@ class Model:
         """
         if params is not None:
             return self._kernel_with_params(x1, x2, get, params, dtype=dtype,
-                                            batch_size=batch_size, out=out)
+                                            batch_size=batch_size, out=out,
+                                            adjacency=(adjacency1, adjacency2))
         from .compiler.kernels import evaluate_kernel
 
         return evaluate_kernel(self, x1, x2, get, dtype=dtype, batch_size=batch_size,
-                               progress=progress, out=out)
+                               progress=progress, out=out, adjacency1=adjacency1,
+                               adjacency2=adjacency2)
+
+    def node_kernel_fn(self, x1, adjacency1, x2=None, adjacency2=None, get=("nngp", "ntk"),
+                       *, dtype=None):
+        """The kernels between the nodes of graphs (node classification), for a net with
+        ``Aggregate`` and no readout over nodes: ``(n1 * nodes, n2 * nodes)``.
+
+        See :func:`ntkdsl.graphs.node_kernel` for the arguments.
+        """
+        from .graphs import node_kernel
+
+        return node_kernel(self, x1, adjacency1, x2, adjacency2, get, dtype=dtype)
 
     # -- finite width (compiler/network.py, empirical.py) ----------------------
     def init(self, key, input_shape, *, net_params=None):
@@ -118,8 +136,9 @@ class Model:
             return init_at(self.net, self.trainable, key, shape, net_params)
         return init(self.net, key, shape)
 
-    def apply(self, params, x, *, net_params=None):
-        """The finite network's outputs for inputs ``x`` (pure, jittable).
+    def apply(self, params, x, adjacency=None, *, net_params=None):
+        """The finite network's outputs for inputs ``x`` (pure, jittable); a net with
+        ``Aggregate`` also takes each graph's ``adjacency`` ``(N, nodes, nodes)``.
 
         ``net_params={name: value}`` (a model compiled with ``trainable=``) runs the
         net at those net-parameter values, differentiably with respect to them
@@ -128,23 +147,35 @@ class Model:
         from .compiler.network import apply
 
         if net_params is not None:
+            if adjacency is not None:
+                from .diagnostics import InputError
+
+                raise InputError("net_params= is not available for graph inputs")
             from .compiler.differentiable import apply as apply_at
 
             return apply_at(self.net, self.trainable, params, x, net_params)
 
-        return apply(self.net, params, x)
+        return apply(self.net, params, x, adjacency)
 
-    def empirical_ntk(self, params, x1, x2=None, **kwargs):
-        """The finite network's tangent kernel, averaged over outputs: ``(n1, n2)``."""
+    def empirical_ntk(self, params, x1, x2=None, *, adjacency1=None, adjacency2=None,
+                      **kwargs):
+        """The finite network's tangent kernel, averaged over outputs: ``(n1, n2)``
+        (graph nets: with each input's adjacency, as :meth:`kernel_fn`)."""
         from .empirical import empirical_ntk
 
-        return empirical_ntk(self.apply, params, x1, x2, **kwargs)
+        if adjacency1 is None and adjacency2 is None:
+            return empirical_ntk(self.apply, params, x1, x2, **kwargs)
+        from .graphs import packed_apply
 
-    def _kernel_with_params(self, x1, x2, get, params, *, dtype, batch_size, out):
+        fn, p1, p2 = packed_apply(self, x1, adjacency1, x2, adjacency2)
+        return empirical_ntk(fn, params, p1, p2, **kwargs)
+
+    def _kernel_with_params(self, x1, x2, get, params, *, dtype, batch_size, out, adjacency):
         from .compiler.differentiable import kernel
         from .diagnostics import InputError
 
-        for name, v in (("dtype", dtype), ("batch_size", batch_size), ("out", out)):
+        for name, v in (("dtype", dtype), ("batch_size", batch_size), ("out", out),
+                        ("adjacency1", adjacency[0]), ("adjacency2", adjacency[1])):
             if v is not None:
                 raise InputError(f"kernel_fn(params=...) takes no {name}= (the differentiable "
                                  "kernel is one untiled JAX computation in your precision)")

@@ -98,6 +98,7 @@ class KernelState:
             when the covariances are computed once for all chunks of a pair list.
         replay: per slot, the recorded ``(cov1, cov2)`` to read instead of carrying
             them (the chunks of a pair list); ``None``: carry them.
+        adjacency: per-input adjacencies of graph inputs (read by ``Aggregate``).
     """
 
     nngp: Array
@@ -112,6 +113,9 @@ class KernelState:
     nd: int
     recorded: tuple[tuple[int, tuple[Array, Array]], ...] = ()
     replay: tuple[tuple[Array, Array], ...] | None = None
+    #: graph inputs: the adjacencies ``(n1, nodes, nodes)``, ``(n2, nodes, nodes)`` of the
+    #: tile's rows (the second is the first when ``same``); ``None`` for other nets
+    adjacency: tuple[Array, Array] | None = None
 
     @property
     def nbatch(self) -> int:

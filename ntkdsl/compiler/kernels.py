@@ -50,6 +50,8 @@ from ..diagnostics import InputError
 from ..io import check_cast, progress_bar
 from ..result import Kernel
 from . import covariance as cv
+from .adjacency import feature_shape, pack_inputs
+from .adjacency import split as split_graphs
 from .analysis import count_variance_readers, needs_cov_in, plan
 from .covariance import KernelState, LayerPlan
 from .graph import Net
@@ -111,6 +113,9 @@ def _input_state(x1, x2, p: LayerPlan, rows, cols, need_ntk: bool, need_cov: boo
     full = p.full_in and nd > 0
     c = p.in_shape[-1]
     same = x2 is None
+    # graph inputs arrive packed with their adjacencies (compiler/adjacency.py)
+    (x1, g1), (x2, g2) = split_graphs(x1, p), split_graphs(x2, p)
+    graphs = None if g1 is None else (g1, g1 if same else g2)
     y2 = x1 if same else x2
 
     def side(x, idx, which):
@@ -159,7 +164,7 @@ def _input_state(x1, x2, p: LayerPlan, rows, cols, need_ntk: bool, need_cov: boo
         cov1 = cov(x1)
         cov2 = cov1 if same else cov(x2)
     return KernelState(nngp=nngp, ntk=None, want_ntk=need_ntk, cov1=cov1, cov2=cov2,
-                       same=same, rows=rows, cols=cols, full=full, nd=nd)
+                       same=same, rows=rows, cols=cols, full=full, nd=nd, adjacency=graphs)
 
 
 @jax.jit
@@ -437,7 +442,8 @@ def _net(model) -> Net:
 
 def get_plan(model, in_shape: tuple[int, ...]) -> LayerPlan:
     """The plan of ``model``'s net for inputs of ``in_shape`` (cached on the net)."""
-    return plan(_net(model), tuple(in_shape))
+    net = _net(model)
+    return plan(net, feature_shape(net, in_shape))  # a graph net's rows are packed
 
 
 @functools.lru_cache(maxsize=64)
@@ -452,7 +458,7 @@ def _tile_fn(model, p: LayerPlan, n1: int, n2: int | None, dt: np.dtype, gets):
 
 
 def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None,
-                    progress=None, out=None):
+                    progress=None, out=None, adjacency1=None, adjacency2=None):
     """The analytic NNGP kernel and/or NTK between the rows of ``x1`` and ``x2``.
 
     Arguments:
@@ -469,6 +475,9 @@ def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None
         out: optional ``{name: array}`` of preallocated ``(n1, n2)`` outputs (a
             ``np.memmap``, a zarr array): tiles are written there as they finish,
             so the result need not fit in memory.
+        adjacency1, adjacency2: for a net with ``Aggregate``, each graph's adjacency
+            ``(n1, nodes, nodes)`` / ``(n2, nodes, nodes)`` (arrays or
+            ``ntkdsl.graphs.EdgeList``); given to another net, an error.
 
     Memory: a tile holds at most its own pairs (``TILE_ENTRIES`` kernel entries
     when the tile size is chosen automatically), so the peak is the result plus
@@ -485,7 +494,8 @@ def evaluate_kernel(model, x1, x2=None, get=GETS, *, dtype=None, batch_size=None
         InputError: bad inputs or options (one line: expected vs received).
     """
     with jax.enable_x64(True):
-        return _evaluate(model, x1, x2, get, dtype, batch_size, progress, out)
+        return _evaluate(model, x1, x2, get, dtype, batch_size, progress, out,
+                         (adjacency1, adjacency2))
 
 
 def _first_occurrences(*blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -514,13 +524,18 @@ def _first_occurrences(*blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray] | N
     return np.asarray(keep), inverse
 
 
-def _evaluate(model, x1, x2, get, dtype, batch_size, progress, out):
+def _evaluate(model, x1, x2, get, dtype, batch_size, progress, out, graphs=(None, None),
+              checked=False):
     gets, single = parse_get(get)
     dt = parse_dtype(dtype)
     net = _net(model)
-    a1, a2 = check_inputs(net, x1, x2)
-    a1 = check_cast(a1, dt, "x1")
-    a2 = None if a2 is None else check_cast(a2, dt, "x2")
+    if checked:  # rows already checked, cast and (graph nets) packed by the caller
+        a1, a2 = x1, x2
+    else:
+        a1, a2 = check_inputs(net, x1, x2)
+        a1, a2 = pack_inputs(net, a1, a2, *graphs)  # graph rows carry their adjacency
+        a1 = check_cast(a1, dt, "x1")
+        a2 = None if a2 is None else check_cast(a2, dt, "x2")
     if out is None:
         # identical inputs must give identical entries: compute each distinct input once
         # (the kernel of a repeated row is then a copy, not a recomputation that XLA may
@@ -531,7 +546,8 @@ def _evaluate(model, x1, x2, get, dtype, batch_size, progress, out):
                                 <= n1 * a2.shape[0]):
             keep, inverse = dup
             rows = a1 if a2 is None else np.concatenate([a1, a2])
-            k = _evaluate(model, rows[keep], None, gets, dt, batch_size, progress, None)
+            k = _evaluate(model, rows[keep], None, gets, dt, batch_size, progress, None,
+                          checked=True)
             i1 = inverse[:n1]
             i2 = i1 if a2 is None else inverse[n1:]
             full = {g: np.asarray(getattr(k, g))[np.ix_(i1, i2)] for g in gets}

@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..diagnostics import InputError
+from .adjacency import check_adjacency
 from .graph import Net
+from .layers.graph import adjacency_scope
 from .layers.base import Shape, ShapeError
 
 Params = Any
@@ -79,13 +81,15 @@ def _expected_leaf_shapes(net: Net, shape: Shape):
     return treedef, tuple((jax.tree_util.keystr(p), leaf.shape) for p, leaf in leaves)
 
 
-def apply(net: Net, params: Params, x) -> jax.Array:
+def apply(net: Net, params: Params, x, adjacency=None) -> jax.Array:
     """The finite network's outputs: pure, so it works under jit, grad and vmap.
 
     Arguments:
         net: the layer graph.
         params: from :func:`init` for inputs of shape ``x.shape[1:]``.
         x: inputs with a leading batch axis, channel last.
+        adjacency: for a net with ``Aggregate``, each graph's adjacency
+            ``(batch, nodes, nodes)``; must be left out for other nets.
 
     Returns:
         The outputs, ``(batch, *net output shape)``.
@@ -127,4 +131,8 @@ def apply(net: Net, params: Params, x) -> jax.Array:
     # numpy, not jnp: under an outer jit a jnp reduction of a constant is traced too
     if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
         raise InputError(f"inputs of shape {tuple(x.shape)} contain NaN or infinite values")
-    return net.body.apply(params, x)
+    graphs = check_adjacency(net, tuple(x.shape), adjacency, "adjacency", "x")
+    if graphs is None:
+        return net.body.apply(params, x)
+    with adjacency_scope(graphs):
+        return net.body.apply(params, x)

@@ -12,6 +12,7 @@ from .combinators import Residual, Serial
 from .convolutions import ConvLocal, ConvTranspose
 from .dropout import Dropout
 from .formula import FormulaActivation
+from .graph import Aggregate
 from .normalization import LayerNorm
 from .pointwise import ABRelu, Erf, Gelu, Identity, LeakyRelu, Pointwise, Relu, Sin, Tanh
 from .pointwise_more import (
@@ -46,6 +47,7 @@ __all__ = [
     "ABRelu",
     "Abs",
     "Affine",
+    "Aggregate",
     "AvgPool",
     "Conv",
     "ConvLocal",

@@ -111,6 +111,9 @@ class Layer:
     #: how a combinator combines its children: 'sequence' (Serial), 'sum' (Residual);
     #: ``None`` for a leaf layer
     combine: ClassVar[str | None] = None
+    #: whether the layer reads each input's adjacency (graph inputs, ``layers/graph.py``);
+    #: a net with such a layer takes ``(features, adjacency)`` pairs
+    uses_adjacency: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
