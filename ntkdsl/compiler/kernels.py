@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..compile_cache import CachedFunction
 from ..diagnostics import InputError
 from ..io import check_cast, progress_bar
 from ..result import Kernel
@@ -167,11 +168,13 @@ def _input_state(x1, x2, p: LayerPlan, rows, cols, need_ntk: bool, need_cov: boo
                        same=same, rows=rows, cols=cols, full=full, nd=nd, adjacency=graphs)
 
 
-@jax.jit
-def _fc_gram(x1, x2):
+def _fc_gram_fn(x1, x2):
     c = x1.shape[-1]
     k0 = jnp.matmul(x1, x2.T, precision=jax.lax.Precision.HIGHEST) / c
     return k0, jnp.sum(x1 * x1, axis=-1) / c, jnp.sum(x2 * x2, axis=-1) / c
+
+
+_fc_gram = CachedFunction(lambda: jax.jit(_fc_gram_fn), ("fc_gram",))
 
 
 def fc_inputs(a1, a2):
@@ -211,6 +214,38 @@ def chunk_pairs(p: LayerPlan, m: int, entries: int | None = None) -> int:
     return max(1, min(m, entries // positions_factor(p)))
 
 
+def _index_dtype(m: int):
+    return jnp.int32 if m < 2**30 else jnp.int64  # i * n stays below 2 m
+
+
+def _row_start(i, n: int):
+    """Position of pair ``(i, i)`` in the row-major upper-triangle list of ``n`` rows."""
+    return i * n - i * (i - 1) // 2
+
+
+def _pair_of(q, n1: int, n2: int | None):
+    """``(rows, cols)`` of the pair positions ``q`` (integer array) in a tile's pair list.
+
+    A grid (``n2`` given) is row-major; a symmetric tile (``n2 is None``) lists the
+    upper triangle row-major. Counted from the end, the list is rows of 1, 2, 3, ...
+    pairs, so the row of reversed position ``r`` is the root of ``k (k + 1) / 2 = r``:
+    computed in floating point (accurate where ``r`` is small, i.e. relative error
+    only) and corrected exactly in integers.
+    """
+    if n2 is not None:
+        return q // n2, q % n2
+    m = n1 * (n1 + 1) // 2
+    r = (m - 1) - q
+    f = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    k = jnp.floor((jnp.sqrt(8 * r.astype(f) + 1) - 1) / 2).astype(q.dtype)
+    k = jnp.clip(k, 0, n1 - 1)
+    for _ in range(2):  # the float root is within one row
+        k = jnp.where(k * (k + 1) // 2 > r, k - 1, k)
+        k = jnp.where((k + 1) * (k + 2) // 2 <= r, k + 1, k)
+    i = (n1 - 1) - k
+    return i, q - _row_start(i, n1) + i
+
+
 def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
                   chunk: int | None = None):
     """The jitted function of one tile.
@@ -240,19 +275,10 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
     need_ntk = "ntk" in gets
     need_cov = needs_cov_in(p.layer, False)
     sym = n2 is None
-    if sym:
-        rows, cols = (np.asarray(i, dtype=np.int32) for i in np.triu_indices(n1))
-        # position of pair (min(i, j), max(i, j)) in the list: the matrix is one gather
-        # (XLA's CPU scatter is serial, a gather is a vectorised loop)
-        mirror = np.zeros((n1, n1), dtype=np.int32)
-        mirror[rows, cols] = np.arange(len(rows), dtype=np.int32)
-        mirror[cols, rows] = mirror[rows, cols]
-    else:
-        # every pair of the grid, row-major, so the list reshapes to (n1, n2)
-        rows = np.repeat(np.arange(n1, dtype=np.int32), n2)
-        cols = np.tile(np.arange(n2, dtype=np.int32), n1)
-        mirror = None
-    m = len(rows)
+    # the pair list (upper triangle row-major, or the grid row-major) and the mirror
+    # gather are computed from iotas inside the function, not stored as constants: the
+    # executable stays small (it is cached on disk) and compiles faster
+    m = n1 * (n1 + 1) // 2 if sym else n1 * n2
     mc = chunk_pairs(p, m) if chunk is None else max(1, min(m, chunk))
     nchunks = -(-m // mc)
     shape = (n1, n1 if sym else n2)
@@ -269,7 +295,15 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
 
     def assemble(a):
         a = a.reshape(-1)[:m]
-        return a[mirror] if sym else a.reshape(shape)
+        if not sym:
+            return a.reshape(shape)
+        # position of pair (min(i, j), max(i, j)) in the list: the matrix is one gather
+        # (XLA's CPU scatter is serial, a gather is a vectorised loop)
+        it = _index_dtype(m)
+        i = jax.lax.broadcasted_iota(it, shape, 0)
+        j = jax.lax.broadcasted_iota(it, shape, 1)
+        lo, hi = jnp.minimum(i, j), jnp.maximum(i, j)
+        return a[_row_start(lo, n1) + hi - lo]
 
     def chunked(x1, x2):
         # per-input covariances at every pointwise layer, once (a one-pair list whose
@@ -277,15 +311,16 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
         probe = np.zeros(1, np.int32)
         k = cv.run(p, _input_state(x1, x2, p, probe, probe, need_ntk, need_cov))
         covs = tuple(c for _, c in k.recorded)
-        pad = nchunks * mc - m
-        r = np.concatenate([rows, np.zeros(pad, np.int32)]).reshape(nchunks, mc)
-        c = np.concatenate([cols, np.zeros(pad, np.int32)]).reshape(nchunks, mc)
+        it = _index_dtype(nchunks * mc)
 
-        def body(rc):
-            kc = replace(_input_state(x1, x2, p, rc[0], rc[1], need_ntk, False), replay=covs)
+        def body(ci):
+            # the last chunk's padding repeats the last pair (its results are dropped)
+            q = jnp.minimum(ci * mc + jax.lax.iota(it, mc), m - 1)
+            r, c = _pair_of(q, n1, n2)
+            kc = replace(_input_state(x1, x2, p, r, c, need_ntk, False), replay=covs)
             return outputs(cv.run(p, kc), (mc,))
 
-        res = jax.lax.map(body, (jnp.asarray(r), jnp.asarray(c)))
+        res = jax.lax.map(body, jnp.arange(nchunks, dtype=it))
         return tuple(assemble(a) for a in res)
 
     def fn(x1, x2=None):
@@ -296,6 +331,7 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
             x1, x2 = (k0, v1), (None if x2 is None else v2)
         if nchunks > 1:
             return chunked(x1, x2)
+        rows, cols = _pair_of(jax.lax.iota(_index_dtype(m), m), n1, n2)
         k = _input_state(x1, x2, p, rows, cols, need_ntk, need_cov)
         k = cv.run(p, k)
         return tuple(a if a.ndim == 2 else assemble(a) for a in outputs(k, shape))
@@ -449,7 +485,12 @@ def get_plan(model, in_shape: tuple[int, ...]) -> LayerPlan:
 @functools.lru_cache(maxsize=64)
 def _tile_fn_cached(net: Net, in_shape: tuple[int, ...], n1: int, n2: int | None,
                     dtype: str, gets: tuple[str, ...]):
-    return build_tile_fn(plan(net, in_shape), n1, n2, gets)
+    # compiled once per process, and kept on disk for the next one (compile_cache.py);
+    # the key is everything the traced function reads: the net (not its name), the
+    # shapes, the chunk size
+    key = ("tile", repr(net.body), net.input_shape, in_shape, n1, n2, dtype, gets,
+           chunk_entries())
+    return CachedFunction(lambda: build_tile_fn(plan(net, in_shape), n1, n2, gets), key)
 
 
 def _tile_fn(model, p: LayerPlan, n1: int, n2: int | None, dt: np.dtype, gets):
