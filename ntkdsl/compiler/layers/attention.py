@@ -51,7 +51,11 @@ POSITIONAL = ("none", "sum", "concat")
 
 
 def _positive_int(layer: object, name: str) -> None:
+    """A positive integer argument; an integer-valued number (``width / 4``) becomes an int."""
     v = getattr(layer, name)
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        v = int(v)
+        object.__setattr__(layer, name, v)
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
         raise LayerArgError(name, f"'{name}' must be a positive integer, got {v!r}")
 
