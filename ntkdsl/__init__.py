@@ -51,6 +51,11 @@ _EXPORTS: dict[str, str] = {
     "analyze": "ntkdsl.signal",
     # kernel stores (zarr, resumable, computed tile by tile)
     "open_kernel": "ntkdsl.store",
+    # fitting trainable net parameters (docs/fitting.md)
+    "log_marginal_likelihood": "ntkdsl.likelihood",
+    "cross_validation_error": "ntkdsl.likelihood",
+    "fit_hyperparameters": "ntkdsl.fit",
+    "FitResult": "ntkdsl.fit",
 }
 
 __all__ = ["InputError", "SpecError", "__version__", *_EXPORTS]
