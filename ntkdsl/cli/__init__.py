@@ -19,7 +19,7 @@ import threading
 
 from ..diagnostics import InputError, SpecError
 
-COMMANDS = ("check", "explain", "analyze", "kernel", "plan", "predict", "demo")
+COMMANDS = ("check", "explain", "analyze", "kernel", "plan", "predict", "fit", "demo")
 
 
 class _Parser(argparse.ArgumentParser):
