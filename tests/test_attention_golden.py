@@ -5,13 +5,15 @@ The goldens in ``tests/golden/attention/`` are written by
 ``tests/golden/make_golden_attention.py`` with the peer's interpreter (every mechanism x
 positional embedding under linear scaling, the identity mechanism under sqrt scaling,
 sequences and images, stacks of attention layers, a transformer block); this test runs in
-the project's environment and never imports the peer.
+the project's environment and never imports the peer. ``golden/attention/finite/`` holds
+the peer's finite layer (params and outputs), which ours reproduces given those params.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -68,3 +70,30 @@ def test_attention_golden(path: Path) -> None:
             assert got.shape == want.shape and got.dtype == np.float64
             err = float(np.abs(got - want).max()) / float(np.abs(want).max())
             assert err <= RTOL, f"{path.stem} {name}_{suffix}: {err:.2e} x max|peer|"
+
+
+FINITE = sorted((Path(__file__).parent / "golden" / "attention" / "finite").glob("*.npz"))
+
+
+def test_finite_goldens_cover_both_scalings() -> None:
+    specs = [str(_load(p)["spec"]) for p in FINITE]
+    assert len(FINITE) >= 5 and any("linear_scaling = false" in s for s in specs)
+    for mech in ("relu", "abs", "identity"):
+        assert any(f'mechanism = "{mech}"' in s for s in specs), mech
+    for pos in ("sum", "concat"):
+        assert any(f'positional = "{pos}"' in s for s in specs), pos
+
+
+@pytest.mark.parametrize("path", FINITE, ids=[p.stem for p in FINITE])
+def test_finite_layer_matches_peer(path: Path) -> None:
+    """The finite layer, given the peer's params, computes the peer's outputs."""
+    import ntkdsl
+
+    g = _load(path)
+    model = ntkdsl.compile(str(g["spec"]), net=str(g["net"]))
+    want_shapes = model.init(jax.random.key(0), g["x"].shape[1:])[0]
+    params = {k[len("param_"):]: v for k, v in g.items() if k.startswith("param_")}
+    assert {k: v.shape for k, v in params.items()} == {
+        k: tuple(v.shape) for k, v in want_shapes.items()}
+    y = np.asarray(model.apply((params,), g["x"]))
+    np.testing.assert_allclose(y, g["y"], rtol=1e-10, atol=1e-12 * np.abs(g["y"]).max())

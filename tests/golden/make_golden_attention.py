@@ -7,11 +7,13 @@ Runs ONLY with the peer's interpreter (neural-tangents 0.6.5 on jax 0.4.23), lik
     .peer-venv/bin/python tests/golden/make_golden_attention.py --only seq_softmax_none
 
 The goldens go to ``tests/golden/attention/NAME.npz`` and are checked by
-``tests/test_attention_golden.py``. They cover every mechanism x positional embedding
-the peer computes: all twelve under linear scaling, and the identity mechanism (the only
-one with a closed form) under ``1/sqrt(key_size)`` scaling, on 1-D sequences and 2-D
-images, through small stacks, plus two attention layers in a row (the second reads the
-per-input covariances the first updates) and a transformer block.
+``tests/test_attention_golden.py``; ``attention/finite/NAME.npz`` hold the peer's
+finite layer (its params and outputs) for the finite-width check. The kernel goldens
+cover every mechanism x positional embedding the peer computes: all twelve under linear
+scaling, and the identity mechanism (the only one with a closed form) under
+``1/sqrt(key_size)`` scaling, on 1-D sequences and 2-D images, through small stacks,
+plus three attention layers in a row (the later ones read the per-input covariances
+the earlier update) and a transformer block.
 
 Our ``SelfAttention(out, heads, key_size, value_size, mechanism, W_std, W_out_std, b_std,
 positional, linear_scaling)`` maps onto ``stax.GlobalSelfAttention(n_chan_out=out,
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +40,7 @@ import make_golden as mg  # noqa: E402
 from make_golden import GAP, RELU, Arch, Conv, Dense, Residual  # noqa: E402
 
 OUT = HERE / "attention"
+OUT_FINITE = HERE / "attention" / "finite"
 
 _DEFAULTS = {"heads": 1, "key_size": None, "value_size": None, "mechanism": "softmax",
              "W_std": 1.0, "W_out_std": 1.0, "b_std": 0.0, "positional": "none",
@@ -139,6 +143,47 @@ def _cases() -> tuple[Arch, ...]:
 
 ARCHS = _cases()
 
+#: single layers whose finite outputs the peer computes for given params (the finite
+#: layer's maths, not only its limit): name, layer, input shape
+FINITE = (
+    ("softmax_sum_img", Attention(5, heads=3, key_size=4, value_size=2, W_std=1.3,
+                                  W_out_std=0.7, b_std=0.4, positional="sum"), (3, 2, 4)),
+    ("relu_concat_seq", Attention(4, heads=2, key_size=3, value_size=5, mechanism="relu",
+                                  W_std=0.9, positional="concat"), (6, 3)),
+    ("abs_none_seq", Attention(3, mechanism="abs", b_std=0.2), (5, 2)),
+    ("sqrt_identity_concat_img", Attention(4, heads=2, key_size=6, value_size=3,
+                                           mechanism="identity", W_std=1.1,
+                                           positional="concat", linear_scaling=False),
+     (2, 3, 3)),
+    ("sqrt_identity_sum_seq", Attention(3, heads=2, mechanism="identity", b_std=0.3,
+                                        positional="sum", linear_scaling=False), (4, 2)),
+)
+
+
+def make_finite(name: str, att: Attention, shape, versions: str) -> Path:
+    """The peer's init and apply for one layer: its params and outputs on random inputs."""
+    import jax
+    import numpy as np
+
+    init_fn, apply_fn, _ = att.peer(len(shape) - 1)
+    _, params = init_fn(jax.random.PRNGKey(zlib.crc32(name.encode())), (-1, *shape))
+    q, k, v, w_out, b, pos = params
+    x = np.random.default_rng(zlib.crc32(name.encode())).standard_normal((3, *shape))
+    y = np.asarray(apply_fn(params, x), dtype=np.float64)
+    arrays = {"wk": k, "wv": v, "wo": w_out}
+    if q is not None:
+        arrays["wq"] = q
+    if b is not None:
+        arrays["b"] = np.reshape(b, (-1,))
+    if pos is not None:
+        arrays["pos"] = np.reshape(pos, shape)
+    spec = f"net {name} {{ {att.spec()} }}\n"
+    path = OUT_FINITE / f"{name}.npz"
+    np.savez_compressed(path, spec=np.str_(spec), net=np.str_(name), peer=np.str_(versions),
+                        x=x, y=y, **{f"param_{n}": np.asarray(a, np.float64)
+                                     for n, a in arrays.items()})
+    return path
+
 
 def main(argv: list[str] | None = None) -> int:
     """Write the attention goldens (all, or ``--only`` some)."""
@@ -160,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         path = mg.make(arch, versions)
         print(f"wrote attention/{path.name} ({path.stat().st_size} bytes)")
+    OUT_FINITE.mkdir(exist_ok=True)
+    for name, att, shape in FINITE:
+        if args.only and name not in args.only:
+            continue
+        path = make_finite(name, att, shape, versions)
+        print(f"wrote attention/finite/{path.name} ({path.stat().st_size} bytes)")
     return 0
 
 

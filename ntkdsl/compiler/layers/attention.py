@@ -291,14 +291,14 @@ class SelfAttention(Layer):
 
     def explain_rule(self, k, theta, ctx):
         """The rule on ``explain``'s terms, with the attention weights spelled out."""
-        ov2 = num((float(self.W_out_std) * float(self.W_std)) ** 2)
+        ov2 = (float(self.W_out_std) * float(self.W_std)) ** 2
         b2 = float(self.b_std) ** 2
         w2 = num(float(self.W_std) ** 2)
         k11, k22 = ctx.variances(k)
         kw, pw = self._weights()
         if pw:
-            scov = (f"{num(kw)} * {{0}} + {num(pw)} * I" if kw != 1 else "{0} + I")
-            stex = (f"{num(kw)} \\, {{0}} + {num(pw)} \\, I" if kw != 1 else "{0} + I")
+            scov = (f"({num(kw)} * {{0}} + {num(pw)} * I)" if kw != 1 else "({0} + I)")
+            stex = (f"({num(kw)} \\, {{0}} + {num(pw)} \\, I)" if kw != 1 else "({0} + I)")
             emb = f"positional {self.positional}: the embeddings add {num(pw)} * I over positions"
         else:
             scov, stex, emb = "{0}", "{0}", ""
@@ -311,9 +311,9 @@ class SelfAttention(Layer):
                 s = s_of(v).render(ctx.latex)
                 if ctx.latex:
                     ctx.eq(f"G^{{({tag})}}_{{pq}}",
-                           f"\\operatorname{{{mech or 'id'}}}({w2} \\, [{s}]_{{pq}})")
+                           f"\\operatorname{{{mech or 'id'}}}({w2} \\, {s}_{{pq}})")
                 else:
-                    ctx.eq(f"G{tag}[p, q]", f"{mech}({w2} * ({s})[p, q])",
+                    ctx.eq(f"G{tag}[p, q]", f"{mech}({w2} * {s}[p, q])",
                            "attention weights (deterministic: linear scaling)"
                            + (f"; {emb}" if emb and tag == "1" else "")
                            + ("; softmax over q" if mech == "softmax_q" and tag == "1" else ""))
@@ -324,7 +324,7 @@ class SelfAttention(Layer):
         s = s_of(k)
         t = s_of(theta)
         dot = call("<{0}, {1}>", "\\langle {0}, {1} \\rangle")
-        s2 = num(float(self.W_std) ** 4 * (float(self.W_out_std) * float(self.W_std)) ** 2)
+        s2 = float(self.W_std) ** 4 * ov2
         note = ("self-attention, 1/sqrt(key_size) scaling, identity mechanism "
                 "(<A, B> = sum over pairs of positions of A * B)" + (f"; {emb}" if emb else ""))
         kk = ctx.binder(note)("K", s2 * (dot(s, k) * s) + b2)
@@ -393,7 +393,8 @@ class SelfAttention(Layer):
         else:
             g = z
         vals = jnp.einsum("npc,hcv->hnpv", xv, wv, precision=hi)
-        heads = jnp.einsum("hnpq,hnqv->nphv", g, vals, precision=hi).reshape(n, p, -1)
+        # value-major, head-minor columns (the peer's order, so its params map one to one)
+        heads = jnp.einsum("hnpq,hnqv->npvh", g, vals, precision=hi).reshape(n, p, -1)
         w_scale = float(self.W_out_std) * float(self.W_std) / math.sqrt(
             self.values * self.heads * c)
         y = jnp.matmul(heads, params["wo"], precision=hi) * w_scale
