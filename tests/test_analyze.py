@@ -196,7 +196,8 @@ def _nets():
 
 
 #: example nets that are not chains of affine + nonlinearity blocks (branches, LayerNorm)
-OUTSIDE_THE_THEORY = {"wrn", "inception", "unet", "unet_resize", "layernorm_mlp"}
+OUTSIDE_THE_THEORY = {"wrn", "inception", "unet", "unet_resize", "layernorm_mlp",
+                      "transformer"}
 
 
 @pytest.mark.parametrize(("path", "net"), _nets(), ids=lambda v: getattr(v, "name", v))

@@ -22,6 +22,7 @@ INPUT_SHAPES = {
     "myrtle10": (8, 8, 3), "inception": (8, 8, 3),
     "layernorm_mlp": (16,), "cnn_gap_twin": (6, 6, 2), "local_gap": (6, 6, 2),
     "unet": (16, 16, 1), "unet_resize": (16, 16, 1),
+    "transformer": (8, 4),
 }
 
 
