@@ -226,6 +226,12 @@ def compute_kernel_store(model, x1, x2=None, store: str | os.PathLike = "kernel.
     from .plan import choose_tile
 
     net = getattr(model, "net", model)
+    from .compiler.adjacency import aggregates
+
+    if aggregates(net):
+        raise InputError(f"the kernel store does not support graph inputs yet (net "
+                         f"'{net.name}' has Aggregate): compute the kernel with "
+                         "Model.kernel_fn(..., adjacency1=...) or ntkdsl kernel -o OUT.npz")
     gets = (get,) if isinstance(get, str) else tuple(get)
     if not gets or any(g not in GETS for g in gets) or len(set(gets)) != len(gets):
         raise InputError(f"get must be nngp, ntk or both, got {get!r}")

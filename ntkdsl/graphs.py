@@ -325,3 +325,29 @@ def node_kernel(model, x1, adjacency1, x2=None, adjacency2=None, get=("nngp", "n
         return outs[0]
     d = dict(zip(gets, outs))
     return Kernel(nngp=d.get("nngp"), ntk=d.get("ntk"))
+
+
+def load_adjacency_for(path: str | None, flag: str, net, x, x_flag: str):
+    """The CLI's adjacency option: load ``path`` (``None``: not given) and check it against
+    the net and the node features ``x`` loaded from ``x_flag``.
+
+    Arguments:
+        path: the file (``.npy`` dense or ``.npz`` edge list), or ``None``.
+        flag, x_flag: the two options, named in messages (``--adjacency1``, ``--x1``).
+        net: the net.
+        x: the node features (``None``: that input is not given; then ``path`` must be too).
+
+    Returns:
+        The dense adjacency, or ``None`` for a net that does not aggregate.
+
+    Raises:
+        InputError: naming the options (missing, unexpected, wrong shape, not finite).
+    """
+    from .compiler.adjacency import check_adjacency
+
+    if x is None:
+        if path is not None:
+            raise InputError(f"{flag} was given without {x_flag}")
+        return None
+    a = None if path is None else load_adjacency(path, flag)
+    return check_adjacency(net, tuple(x.shape), a, flag, x_flag)

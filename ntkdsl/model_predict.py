@@ -21,7 +21,7 @@ from .predict import KINDS, _dtype, _times, gradient_descent_mse_gp
 def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rate: float = 1.0,
                      diag_reg: float = 0.0, loss: str = "total", compute_cov: bool = True,
                      dtype=None, solver: str = "auto", solver_options=None,
-                     storage: str = "auto"):
+                     storage: str = "auto", adjacency_train=None):
     """A jitted ``(x_test, t) -> Gaussian(mean, cov)`` for a compiled model (eq. 13-16).
 
     The train-train kernels, their eigendecomposition and Cholesky factor are
@@ -43,12 +43,17 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
             write the train kernels tile by tile to temporary memory-mapped files
             (``storage``: ``"auto"``, ``"float32"``, ``"float64"``) and are not jitted.
         solver_options: dict of ``tol``, ``max_iter``, ``precond``, ``rank``.
+        adjacency_train: for a net with ``Aggregate``, the train graphs' adjacency
+            ``(n, nodes, nodes)`` (array or ``ntkdsl.graphs.EdgeList``); the returned
+            function then takes the test graphs' as ``predict(x_test, t,
+            adjacency_test=...)``. Dense solver only.
 
     Returns:
         ``predict(x_test, t)`` returning :class:`Gaussian` with ``mean``
         ``(*t.shape, m, k)`` and ``cov`` ``(*t.shape, m, m)`` (``None`` without
         ``compute_cov``).
     """
+    from .compiler.adjacency import pack_inputs
     from .compiler.inputs import check_inputs
     from .compiler.kernels import build_tile_fn, get_plan
 
@@ -58,6 +63,9 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
 
     chosen = choose_solver(solver, int(getattr(x_train, "shape", (len(x_train),))[0]))
     if chosen != "dense":
+        if adjacency_train is not None:
+            raise InputError(f"graph inputs (adjacency_train) need solver='dense', got "
+                             f"solver={solver!r} (chosen: {chosen!r})")
         from .solvers.model import iterative_model_predict_fn
 
         return iterative_model_predict_fn(model, x_train, y_train, kind=kind,
@@ -66,9 +74,14 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
                                           storage=storage, options=solver_options)
     dtype = _dtype(dtype)
     net = getattr(model, "net", model)
-    x_train = jnp.asarray(check_inputs(net, x_train, None)[0], dtype)
+    x_train = check_inputs(net, x_train, None)[0]
     gets = ("nngp", "ntk") if kind == "ntk" else ("nngp",)
-    kern = model.kernel_fn(x_train, None, gets, dtype=dtype)
+    train_shape = x_train.shape[1:]
+    # a graph net's rows travel packed with their adjacency (compiler/adjacency.py)
+    packed = pack_inputs(net, x_train, None, adjacency_train, None,
+                         ("adjacency_train", "x_train"))[0]
+    kern = model.kernel_fn(x_train, None, gets, dtype=dtype, adjacency1=adjacency_train)
+    x_train = jnp.asarray(packed, dtype)
     dyn = gradient_descent_mse_gp(kern.nngp, y_train, ntk_train_train=kern.ntk, kind=kind,
                                   learning_rate=learning_rate, diag_reg=diag_reg, loss=loss,
                                   dtype=dtype)
@@ -92,12 +105,16 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
         return d(t, kx[0], k_tt, kx[1] if kind == "ntk" else None)
 
     @float64
-    def predict_fn(x_test, t):
-        """Mean and covariance of the outputs on ``x_test`` at times ``t``."""
-        x_test = jnp.asarray(check_inputs(net, x_test, None)[0], dtype)
-        if x_test.shape[1:] != x_train.shape[1:]:
-            raise InputError(f"x_test: expected shape (m, {', '.join(map(str, x_train.shape[1:]))})"
+    def predict_fn(x_test, t, adjacency_test=None):
+        """Mean and covariance of the outputs on ``x_test`` at times ``t`` (graph nets:
+        with the test graphs' ``adjacency_test``)."""
+        x_test = check_inputs(net, x_test, None)[0]
+        if x_test.shape[1:] != train_shape:
+            raise InputError(f"x_test: expected shape (m, {', '.join(map(str, train_shape))})"
                              f" like x_train, got {x_test.shape}")
+        x_test = pack_inputs(net, x_test, None, adjacency_test, None,
+                             ("adjacency_test", "x_test"))[0]
+        x_test = jnp.asarray(x_test, dtype)
         t = jnp.asarray(t, dtype)
         _times(t, dtype)
         return fused(x_test, t, train_arrays)

@@ -36,6 +36,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--x-train", metavar="X.npy", help="train inputs (n, ...)")
     p.add_argument("--y-train", required=True, metavar="Y.npy", help="train targets (n, k)")
     p.add_argument("--x-test", metavar="T.npy", help="test inputs (m, ...)")
+    p.add_argument("--adjacency-train", metavar="A.npy",
+                   help="nets with Aggregate: the adjacency of each train graph, a dense .npy "
+                        "(n, nodes, nodes) or an edge-list .npz (docs/cli.md)")
+    p.add_argument("--adjacency-test", metavar="B.npy",
+                   help="the same for the test graphs (m, nodes, nodes)")
     p.add_argument("--k-train-train", metavar="K.npz",
                    help="saved train kernels (n, n) instead of SPEC and inputs "
                         "(nngp, and ntk for --kind ntk)")
@@ -127,7 +132,8 @@ def _check_mode(args) -> bool:
                             ("--k-test-train", args.k_test_train),
                             ("--k-test-test", args.k_test_test)) if v is not None]
     direct = [f for f, v in (("SPEC", args.spec), ("--x-train", args.x_train),
-                             ("--x-test", args.x_test)) if v is not None]
+                             ("--x-test", args.x_test), ("--adjacency-train", args.adjacency_train),
+                             ("--adjacency-test", args.adjacency_test)) if v is not None]
     if saved and direct:
         raise InputError(f"predict: give either SPEC --x-train --x-test or saved kernels "
                          f"--k-train-train --k-test-train, not both ({', '.join(direct)} with "
@@ -190,10 +196,17 @@ def run(args: argparse.Namespace) -> int:
                                 rows="m")
             y_train = _targets(args.y_train, x_train.shape[0], f"--x-train {x_train.shape}",
                                dtype)
+            from ..graphs import load_adjacency_for
+
+            a_train = load_adjacency_for(args.adjacency_train, "--adjacency-train", net,
+                                         x_train, "--x-train")
+            a_test = load_adjacency_for(args.adjacency_test, "--adjacency-test", net, x_test,
+                                        "--x-test")
+            graph_kw = {} if a_train is None else {"adjacency_train": a_train}
             fn = model_predict_fn(Model(net), x_train, y_train, kind=args.kind,
                                   learning_rate=args.learning_rate, diag_reg=args.diag_reg,
-                                  loss=args.loss, dtype=dtype, solver=args.solver)
-            out = fn(x_test, times)
+                                  loss=args.loss, dtype=dtype, solver=args.solver, **graph_kw)
+            out = fn(x_test, times, **({} if a_test is None else {"adjacency_test": a_test}))
             dyn = fn
     print(f"ntkdsl predict: solver {getattr(dyn, 'solver', 'dense')}"
           f"{_solver_note(out)}", file=sys.stderr)

@@ -136,10 +136,12 @@ def pack(x: np.ndarray, adjacency: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(x, dt), np.asarray(adjacency, dt)], axis=-1)
 
 
-def pack_inputs(net: Net, a1: np.ndarray, a2: np.ndarray | None, adjacency1, adjacency2
+def pack_inputs(net: Net, a1: np.ndarray, a2: np.ndarray | None, adjacency1, adjacency2,
+                names: tuple[str, str] = ("adjacency1", "x1")
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Checked inputs ``a1``, ``a2`` with their adjacencies packed in (unchanged for a net
-    that does not aggregate).
+    that does not aggregate). ``names``: the first adjacency's and input's names in
+    messages.
 
     Raises:
         InputError: see :func:`check_adjacency`; ``adjacency2`` without ``x2``.
@@ -147,7 +149,7 @@ def pack_inputs(net: Net, a1: np.ndarray, a2: np.ndarray | None, adjacency1, adj
     if a2 is None and adjacency2 is not None:
         raise InputError("adjacency2 was given without x2: give x2 too, or leave both out "
                          "for the kernel of x1 with itself")
-    g1 = check_adjacency(net, a1.shape, adjacency1, "adjacency1", "x1")
+    g1 = check_adjacency(net, a1.shape, adjacency1, *names)
     if g1 is None:
         return a1, a2
     if a2 is None:

@@ -24,8 +24,8 @@ import numpy as np
 from ..diagnostics import InputError
 from .adjacency import check_adjacency
 from .graph import Net
-from .layers.graph import adjacency_scope
 from .layers.base import Shape, ShapeError
+from .layers.graph import adjacency_scope
 
 Params = Any
 

@@ -134,8 +134,9 @@ class Aggregate(Structural):
     def explain_map(self, latex: bool):
         what = "mean" if self.normalize else "sum"
         m = call("A1^T {0} A2", "A_1^\\top {0} A_2")
-        return m, (f"A = each input's adjacency{', columns divided by in-degree' if self.normalize else ''}: "
-                   f"a node's {what} over its predecessors, on both sides")
+        norm = ", columns divided by in-degree" if self.normalize else ""
+        return m, (f"A = each input's adjacency{norm}: a node's {what} over its "
+                   "predecessors, on both sides")
 
     def apply(self, params, x):
         """``y[n, j] = sum_i Â[n, i, j] x[n, i]`` with the adjacency of :func:`adjacency_scope`."""
