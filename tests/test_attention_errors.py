@@ -89,3 +89,14 @@ def test_booleans_are_spelled_as_in_the_language():
     assert m.net.body.layers[1].linear_scaling is False
     with pytest.raises(SpecError, match="unknown name 'True'"):
         parse("net a { Conv(4, 2); SelfAttention(4, linear_scaling = True) }", filename="t.ntk")
+
+
+def test_analyze_does_not_take_attention_for_an_affine_layer(tmp_path, capsys):
+    """The mean-field maps follow Dense/Conv blocks; attention is outside them (exit 2)."""
+    from ntkdsl.cli import main
+
+    path = tmp_path / "a.ntk"
+    path.write_text("net a { Dense(8); Relu; SelfAttention(8); Relu; Dense(1) }\n")
+    assert main(["analyze", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "SelfAttention is not covered" in err and "Traceback" not in err

@@ -89,8 +89,12 @@ class Chain:
 
 
 def _is_affine(layer) -> bool:
-    """Dense, Conv: the layers whose output is a fresh Gaussian (``gaussian == "makes"``)."""
-    return layer.combine is None and layer.gaussian == "makes"
+    """Dense, Conv: the layers whose output is a fresh Gaussian (``gaussian == "makes"``).
+
+    A layer that makes a Gaussian from its input's own variances (SelfAttention's
+    attention weights) is no affine map the mean-field maps follow.
+    """
+    return layer.combine is None and layer.gaussian == "makes" and not layer.reads_variances
 
 
 def _is_nonlinearity(layer) -> bool:
@@ -100,7 +104,8 @@ def _is_nonlinearity(layer) -> bool:
 def _is_pool(layer) -> bool:
     """Pooling, global pooling, Flatten: linear maps that act on the spatial axes."""
     return (layer.combine is None and not layer.kernel_map and layer.gaussian == "keeps"
-            and layer.spatial in ("needs", "removes", "flattens"))
+            and layer.spatial in ("needs", "removes", "flattens")
+            and not layer.uses_adjacency)  # graph aggregation: not a map of the theory
 
 
 def _mixes_positions(layer) -> bool:
