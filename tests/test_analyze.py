@@ -197,7 +197,7 @@ def _nets():
 
 #: example nets that are not chains of affine + nonlinearity blocks (branches, LayerNorm)
 OUTSIDE_THE_THEORY = {"wrn", "inception", "unet", "unet_resize", "layernorm_mlp",
-                      "transformer"}
+                      "transformer", "gnn", "gnn_nodes"}
 
 
 @pytest.mark.parametrize(("path", "net"), _nets(), ids=lambda v: getattr(v, "name", v))

@@ -23,7 +23,10 @@ INPUT_SHAPES = {
     "layernorm_mlp": (16,), "cnn_gap_twin": (6, 6, 2), "local_gap": (6, 6, 2),
     "unet": (16, 16, 1), "unet_resize": (16, 16, 1),
     "transformer": (8, 4),
+    "gnn": (6, 4), "gnn_nodes": (6, 4),
 }
+#: nets with Aggregate: their inputs come with an adjacency per graph
+GRAPH_NETS = {"gnn", "gnn_nodes"}
 
 
 def _nets() -> list[tuple[Path, str]]:
@@ -44,8 +47,13 @@ def test_example_through_the_cli(path, net, tmp_path, capsys):
     x = np.random.default_rng(0).normal(size=(3, *shape))
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "k.npz"
+    graph = []
+    if net in GRAPH_NETS:
+        a = np.random.default_rng(1).random((3, shape[0], shape[0])) < 0.5
+        np.save(tmp_path / "a.npy", a | a.transpose(0, 2, 1))
+        graph = ["--adjacency1", str(tmp_path / "a.npy")]
     assert main(["kernel", str(path), "--net", net, "--x1", str(tmp_path / "x.npy"),
-                 "-o", str(out)]) == 0
+                 *graph, "-o", str(out)]) == 0
     k = np.load(out)
     for name in ("nngp", "ntk"):
         assert k[name].shape == (3, 3) and np.all(np.isfinite(k[name]))
