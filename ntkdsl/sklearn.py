@@ -776,12 +776,11 @@ class SpecKernel(Kernel):
         free_log = {n: np.log(float(self.params[n])) for n in free}
         value, with_jacobian = _jitted(model, self.kind)
         with jax.enable_x64(True):
-            if eval_gradient:
+            if eval_gradient and free:
                 k, jac = with_jacobian(free_log, fixed, x)
-                k = np.array(k)
-                grad = (np.stack([np.array(jac[n]) for n in free], axis=-1) if free
-                        else np.empty((len(x), len(x), 0)))
-                return k, grad
+                return np.array(k), np.stack([np.array(jac[n]) for n in free], axis=-1)
+            if eval_gradient:  # every parameter fixed
+                return np.array(value(free_log, fixed, x, None)), np.empty((len(x), len(x), 0))
             n1 = len(x)
             xp = _pad(x, _bucket(n1), 1)
             yp = None if y is None else _pad(y, _bucket(len(y)), 2)
