@@ -188,6 +188,19 @@ class Model:
 
         return model_predict_fn(self, x_train, y_train, **kwargs)
 
+    # -- neural-tangents front end (compat/) -----------------------------------
+    def stax(self):
+        """This net as a neural-tangents ``(init_fn, apply_fn, kernel_fn)`` triple.
+
+        The triple composes with ``ntkdsl.compat.stax`` layers and works with
+        ``ntkdsl.compat``'s functions; ``init_fn``/``apply_fn`` use this model's own
+        parameter layout (``Model.init``), ``kernel_fn`` returns the compat ``Kernel``.
+        """
+        from .compat._nodes import NetNode
+        from .compat._triple import StaxLayer
+
+        return StaxLayer(NetNode(self.net))
+
 
 def compile(source: str, *, net: str | None = None, filename: str | None = None,
             trainable=(), **overrides) -> Model:
