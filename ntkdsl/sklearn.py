@@ -129,13 +129,6 @@ def _kernels(model, x1: np.ndarray, x2: np.ndarray | None, gets: tuple[str, ...]
     return {g: np.asarray(getattr(k, g))[:n1, :n2] for g in gets}
 
 
-def _diag_kernel(model, x: np.ndarray, get: str) -> np.ndarray:
-    """The kernel of every row of ``x`` with itself, ``(n,)``, in blocks of rows."""
-    out = [np.diag(_kernels(model, x[i:i + _DIAG_BLOCK], None, (get,))[get])
-           for i in range(0, len(x), _DIAG_BLOCK)]
-    return np.concatenate(out)
-
-
 # -- the estimators -----------------------------------------------------------------------
 
 def _as_numpy(obj):
@@ -234,17 +227,18 @@ class _SpecGP(BaseEstimator):
         mean = np.asarray(f.dynamics(t, k["nngp"], None, ntk).mean)
         if not std:
             return mean, None
-        # the posterior variance of each row needs only its own prior variance and its
-        # test-train rows: block by block with a diagonal-only test-test kernel
-        var = np.empty(len(x))
+        # the variance of a row needs only its own prior variance and test-train row:
+        # in blocks of rows, the test-test kernel is never more than one block square
+        var, prior = np.empty(len(x)), np.empty(len(x))
         for i in range(0, len(x), _DIAG_BLOCK):
             sl = slice(i, i + _DIAG_BLOCK)
             kd = _kernels(f.model, x[sl], None, ("nngp",))["nngp"]
             g = f.dynamics(t, k["nngp"][sl], kd, None if ntk is None else ntk[sl])
-            var[sl] = np.diag(np.asarray(g.cov))
-        if np.any(var < -1e-8 * np.max(np.abs(var), initial=1.0)):
-            raise ValueError("the predictive variance came out negative beyond rounding: the "
-                             "train kernel is too ill-conditioned; raise diag_reg")
+            var[sl], prior[sl] = np.diag(np.asarray(g.cov)), np.diag(kd)
+        if np.any(var < -1e-6 * prior):
+            raise ValueError("the predictive variance came out negative beyond rounding "
+                             f"(smallest {var.min():.3g}): the train kernel is too "
+                             "ill-conditioned; raise diag_reg")
         return mean, np.sqrt(np.maximum(var, 0))
 
 
@@ -568,21 +562,26 @@ def _freeze(value):
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_model(spec, net, overrides, trainable):
+def _cached_model(spec, net, overrides, trainable, stamp):
     return _compile(spec, net, dict(overrides), trainable)
 
 
 def _model_of(spec, net, overrides, trainable=()):
     """The compiled model, cached: a kernel is evaluated many times while it is fitted."""
+    stamp = None  # a spec file is compiled again when it changes
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and "{" not in spec
+                                         and Path(spec).is_file()):
+        stamp = os.stat(spec).st_mtime_ns
     try:
-        return _cached_model(spec, net, _freeze(overrides or {}), tuple(trainable))
+        return _cached_model(spec, net, _freeze(overrides or {}), tuple(trainable), stamp)
     except TypeError:  # an unhashable spec or override value: compile every time
         return _compile(spec, net, overrides, tuple(trainable))
 
 
 @functools.lru_cache(maxsize=32)
 def _jitted(model, get: str):
-    """``(value, jacobian)`` of the kernel in the log of the free parameters, and the value."""
+    """Two jitted functions: the kernel at ``log`` values of the free parameters, and
+    the kernel with its jacobian in those logs."""
     import jax
     import jax.numpy as jnp
 

@@ -302,6 +302,23 @@ def test_spec_kernel_gradient_is_central_differences(kind):
         np.testing.assert_allclose(grad[..., i], fd, rtol=1e-6, atol=1e-9 * np.abs(fd).max())
 
 
+def test_gaussian_process_regressor_optimises_a_bare_spec_kernel():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 3))  # the shape of the gradient test: its compiled kernel
+    y = np.sin(x[:, 0]) + 0.5 * x[:, 1]
+    start = SpecKernel(SPEC2, params={"W": 1.3, "b": 0.2})
+    gpr = GaussianProcessRegressor(kernel=start, alpha=0.05).fit(x, y)
+    fitted = gpr.kernel_.params
+    assert set(fitted) == {"W", "b"} and fitted != start.params
+    np.testing.assert_allclose(np.log([fitted["W"], fitted["b"]]), gpr.kernel_.theta)
+    assert gpr.log_marginal_likelihood_value_ > gpr.log_marginal_likelihood(start.theta) + 1e-3
+    # an interior optimum: the gradient there vanishes
+    _, grad = gpr.log_marginal_likelihood(gpr.kernel_.theta, eval_gradient=True)
+    inside = (gpr.kernel_.theta > gpr.kernel_.bounds[:, 0] + 1e-3) & (
+        gpr.kernel_.theta < gpr.kernel_.bounds[:, 1] - 1e-3)
+    assert np.all(np.abs(grad[inside]) < 1e-3)
+
+
 def test_spec_kernel_hyperparameters_theta_bounds_clone():
     k = SpecKernel(SPEC2, params={"W": 1.3, "b": 0.2}, bounds={"b": "fixed"})
     assert [h.name for h in k.hyperparameters] == ["W", "b"]
