@@ -31,8 +31,9 @@ def _stack(mech="softmax", pos="sum", lin="true") -> ntkdsl.Model:
     return ntkdsl.compile(STACK.replace("MECH", mech).replace("POS", pos).replace("LIN", lin))
 
 
-@pytest.mark.parametrize(("mech", "pos", "lin"), [("softmax", "sum", "true"),
-                                                  ("identity", "concat", "false")])
+@pytest.mark.parametrize(("mech", "pos", "lin"), [
+    ("softmax", "sum", "true"),
+    pytest.param("identity", "concat", "false", marks=pytest.mark.slow)])
 def test_chunks_tiles_and_full_paths_agree(mech, pos, lin):
     """The pair list in chunks, tiles of x1 and x2, and the full-state path give one kernel."""
     m = _stack(mech, pos, lin)
@@ -105,6 +106,7 @@ def test_model_pickles_and_hashes():
     np.testing.assert_array_equal(m2.kernel_fn(x, None, "nngp"), m.kernel_fn(x, None, "nngp"))
 
 
+@pytest.mark.slow
 def test_float32_kernels_are_close():
     m = _stack()
     x = _inputs((3, 2))
@@ -114,6 +116,7 @@ def test_float32_kernels_are_close():
     np.testing.assert_allclose(k32, k64, rtol=1e-4, atol=1e-5 * np.abs(k64).max())
 
 
+@pytest.mark.slow
 def test_empirical_ntk_of_the_finite_net_is_symmetric_psd():
     m = ntkdsl.compile('net n { Dense(16); SelfAttention(16, heads = 2, positional = "sum",'
                        ' b_std = 0.1); Relu; GlobalAvgPool; Dense(1) }')
@@ -122,3 +125,25 @@ def test_empirical_ntk_of_the_finite_net_is_symmetric_psd():
     k = np.asarray(m.empirical_ntk(params, x))
     np.testing.assert_allclose(k, k.T, rtol=1e-10)
     assert np.linalg.eigvalsh(k).min() > -1e-9 * np.abs(k).max()
+
+
+def test_transformer_example_predicts_through_the_cli(tmp_path, capsys):
+    """examples/specs/transformer.ntk through ntkdsl predict (check and kernel are in
+    tests/test_examples_cli.py), at a small width."""
+    from pathlib import Path
+
+    from ntkdsl.cli import main
+
+    spec = Path(__file__).resolve().parents[1] / "examples" / "specs" / "transformer.ntk"
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "x.npy", rng.standard_normal((5, 6, 3)))
+    np.save(tmp_path / "y.npy", rng.standard_normal((5, 1)))
+    np.save(tmp_path / "t.npy", rng.standard_normal((2, 6, 3)))
+    out = tmp_path / "p.npz"
+    assert main(["predict", str(spec), "--set", "width=8", "--set", "depth=1",
+                 "--x-train", str(tmp_path / "x.npy"), "--y-train", str(tmp_path / "y.npy"),
+                 "--x-test", str(tmp_path / "t.npy"), "-o", str(out)]) == 0
+    with np.load(out) as p:
+        assert p["mean"].shape == (1, 2, 1) and np.all(np.isfinite(p["mean"]))
+        assert np.all(np.linalg.eigvalsh(p["cov"][0]) > -1e-10)
+    capsys.readouterr()

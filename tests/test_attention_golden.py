@@ -84,7 +84,13 @@ def test_finite_goldens_cover_both_scalings() -> None:
         assert any(f'positional = "{pos}"' in s for s in specs), pos
 
 
-@pytest.mark.parametrize("path", FINITE, ids=[p.stem for p in FINITE])
+#: finite goldens run by default: one per scaling (the rest under ``-m slow``)
+FINITE_DEFAULT = {"softmax_sum_img", "sqrt_identity_concat_img"}
+
+
+@pytest.mark.parametrize("path", [
+    p if p.stem in FINITE_DEFAULT else pytest.param(p, marks=pytest.mark.slow) for p in FINITE
+], ids=[p.stem for p in FINITE])
 def test_finite_layer_matches_peer(path: Path) -> None:
     """The finite layer, given the peer's params, computes the peer's outputs."""
     import ntkdsl
