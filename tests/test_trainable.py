@@ -314,3 +314,14 @@ def test_compile_file_takes_trainable(tmp_path):
     model = ntkdsl.compile_file(path, trainable=["W"])
     assert model.trainable == ("W",)
     assert model.kernel_fn(X, get="ntk", params={"W": 1.0}).shape == (5, 5)
+
+
+def test_repeat_body_with_trainable_values():
+    text = ("net f(W = 1.3, b = 0.2) { repeat 3 { Dense(8, W_std = W, b_std = b); Relu }\n"
+            "Dense(1, W_std = W) }")
+    p = {"W": 1.5, "b": 0.25}
+    model = _same_as_overrides(text, p, X, ("W", "b"), gets=("ntk",))
+    _check_grads(model, X, p, gets=("ntk",))
+    weights = model.init(jax.random.key(1), (3,))
+    np.testing.assert_allclose(model.apply(weights, X, net_params=p),
+                               ntkdsl.compile(text, **p).apply(weights, X), rtol=1e-13)

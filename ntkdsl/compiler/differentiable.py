@@ -161,21 +161,29 @@ def substitute(layer: Layer | None, values: Mapping[str, Any]) -> Layer | None:
     return new
 
 
-def substitute_plan(p: LayerPlan | None, layer: Layer | None, values) -> LayerPlan | None:
-    """The plan with its layers replaced by the substituted layers of ``layer``'s tree.
+def substitute_plan(p: LayerPlan | None, values) -> LayerPlan | None:
+    """The plan with every layer it holds substituted (:func:`substitute`).
 
-    The plan is walked side by side with the net's own layers (``layer``), not with
-    the plan's: plans are cached on equal nets, and an equal net compiled without
-    trainable parameters holds plain floats where this one holds Syms.
+    The plan must have been built from this net's own layer objects (see
+    :func:`_kernel_fn`): plans are cached on equal nets, and an equal net compiled
+    without trainable parameters holds plain floats where this one holds Syms.
     """
     if p is None:
         return None
-    new_layer = substitute(layer, values)
-    kids = tuple(layer.children())
-    if len(kids) != len(p.children):  # pragma: no cover - the plan mirrors the graph
-        raise AssertionError("plan and layer graph disagree")
-    children = tuple(substitute_plan(c, k, values) for c, k in zip(p.children, kids))
-    return dataclasses.replace(p, layer=new_layer, children=children)
+    children = tuple(substitute_plan(c, values) for c in p.children)
+    return dataclasses.replace(p, layer=substitute(p.layer, values), children=children)
+
+
+def _plan_has_syms(p: LayerPlan | None) -> bool:
+    if p is None:
+        return False
+    layers = [p.layer]
+    while layers:
+        layer = layers.pop()
+        if _sym_fields(layer):
+            return True
+        layers.extend(c for c in layer.children() if c is not None)
+    return any(_plan_has_syms(c) for c in p.children)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,10 +336,13 @@ def _kernel_fn(net: Net, sig: tuple, in_shape: tuple[int, ...], n1: int, n2: int
     from .analysis import plan
     from .kernels import build_tile_fn
 
-    p = plan(net, in_shape)
+    # built from this net's objects, not taken from the cache (see substitute_plan)
+    p = plan.__wrapped__(net, in_shape)
+    if sig and not _plan_has_syms(p):  # pragma: no cover - a cache would have to leak in
+        raise AssertionError("the kernel plan lost the trainable values")
 
     def fn(values, x1, x2):
-        tile = build_tile_fn(substitute_plan(p, net.body, values), n1, n2, gets)
+        tile = build_tile_fn(substitute_plan(p, values), n1, n2, gets)
         return tile(x1) if x2 is None else tile(x1, x2)
 
     return jax.jit(fn)
