@@ -2,10 +2,12 @@
 
 * :func:`empirical_ntk`: the tangent kernel ``sum over params of J(x1) J(x2)^T``
   of one finite network, averaged over the output units, so that it is
-  comparable with the analytic per-output NTK. Two implementations that agree
-  to rounding: ``"jacobian"`` (per-example Jacobians, contracted) and
+  comparable with the analytic per-output NTK. Three implementations that agree
+  to rounding: ``"jacobian"`` (per-example Jacobians, contracted),
   ``"ntvp"`` (NTK-vector products, a ``jvp`` of a ``vjp``, which never forms
-  a Jacobian: it holds one parameter-sized vector per row of an ``x2`` tile).
+  a Jacobian: it holds one parameter-sized vector per row of an ``x2`` tile)
+  and ``"structured"`` (layer by layer from the net's graph, in
+  ``empirical_structured.py``: Gram matrices instead of Dense weight gradients).
 * :func:`empirical_nngp`: for a compiled net, the kernel of the readout's
   inputs (the exact expectation of the outputs' product over the readout
   weights, given this network's features); for a bare ``apply_fn``, the
@@ -40,7 +42,7 @@ from .diagnostics import InputError
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
-IMPLEMENTATIONS = ("auto", "jacobian", "ntvp")
+IMPLEMENTATIONS = ("auto", "jacobian", "ntvp", "structured")
 
 #: memory the automatic choices aim to stay under, in bytes
 MEMORY_BUDGET = 512 * 2**20
@@ -151,10 +153,62 @@ def _ntk_ntvp_tile(apply_fn: ApplyFn, params, x1: jax.Array, x2: jax.Array | Non
     return jnp.sum(jax.lax.map(column, jnp.arange(n_out)), axis=0) / n_out
 
 
+def _net_from(apply_fn) -> Net | None:
+    """The layer graph behind ``apply_fn`` (``model.apply`` or :class:`NetApply`), if any."""
+    if isinstance(apply_fn, NetApply):
+        return apply_fn.net
+    owner = getattr(apply_fn, "__self__", None)
+    net = getattr(owner, "net", None)
+    if isinstance(net, Net) and getattr(apply_fn, "__name__", None) == "apply":
+        return net
+    return None
+
+
+def _choose_structured(net: Net | None, params, x1, x2, implementation: str,
+                       batch_size: int | None):
+    """``(True, batch_size)`` when the structured NTK is to be used, else ``(False, None)``.
+
+    "auto" takes it when the net is known and its estimated flops (the per-layer
+    contractions, :func:`empirical_structured.structured_cost`) are at most those of
+    contracting per-example Jacobians (``n1 n2 O P``), which holds for every net with
+    a Dense layer on features and, for conv-only nets, is a tie the structured form
+    wins by not forming the Jacobian of the whole net at once.
+    """
+    from .empirical_structured import structured_cost
+
+    if net is None:
+        if implementation == "structured":
+            raise InputError("implementation='structured' needs the net's layer graph: pass "
+                             "model.apply (or call model.empirical_ntk), not a function")
+        return False, None
+    cost = structured_cost(net, params, x1, x2)
+    if cost is None:
+        if implementation == "structured":
+            raise InputError("implementation='structured' is not available for this net (a "
+                             "layer is applied more than once): use 'jacobian' or 'ntvp'")
+        return False, None
+    flops, mem = cost
+    if implementation == "auto":
+        n1 = x1.shape[0]
+        n2 = n1 if x2 is None else x2.shape[0]
+        jac_flops = n1 * n2 * _n_outputs(NetApply(net), params, x1) * _n_params(params)
+        if flops > jac_flops:
+            return False, None
+    if batch_size is None and mem > MEMORY_BUDGET:
+        n = x1.shape[0] + (0 if x2 is None else x2.shape[0])
+        batch_size = max(1, int(n * MEMORY_BUDGET / mem) // 2)
+    return True, batch_size
+
+
 def _choose(apply_fn: ApplyFn, params, x1, x2, implementation: str, batch_size: int | None):
     """The implementation and row tile size: the Jacobian while it fits the budget."""
     if implementation not in IMPLEMENTATIONS:
         raise InputError(f"expected implementation in {IMPLEMENTATIONS}, got {implementation!r}")
+    if implementation in ("auto", "structured"):
+        use, size = _choose_structured(_net_from(apply_fn), params, x1, x2, implementation,
+                                       batch_size)
+        if use:
+            return "structured", size
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                    or batch_size <= 0):
         raise InputError(f"expected batch_size a positive int or None, got {batch_size!r}")
@@ -190,8 +244,13 @@ def empirical_ntk(apply_fn: ApplyFn, params, x1, x2=None, *, implementation: str
             each off-diagonal tile is computed once).
         implementation: ``"jacobian"`` (per-example Jacobians contracted;
             memory ~ rows * O * P), ``"ntvp"`` (jvp of vjp; never forms the
-            Jacobian, memory ~ rows * P) or ``"auto"`` (the Jacobian while it
-            fits in ``MEMORY_BUDGET``).
+            Jacobian, memory ~ rows * P), ``"structured"`` (layer by layer from
+            the net's graph: Gram matrices of each Dense layer's inputs and
+            backpropagated signals, per-layer gradients for the others; needs
+            ``model.apply`` or a :class:`NetApply`, see
+            ``ntkdsl/empirical_structured.py``) or ``"auto"``: structured when
+            the net is known and its estimated flops are at most the Jacobian's,
+            else the Jacobian while it fits in ``MEMORY_BUDGET``, else ntvp.
         batch_size: rows per tile (of x1 and of x2); ``None``: one tile, or
             the largest that fits the budget.
 
@@ -200,6 +259,11 @@ def empirical_ntk(apply_fn: ApplyFn, params, x1, x2=None, *, implementation: str
     """
     x1, x2 = _check_pair(x1, x2)
     implementation, batch_size = _choose(apply_fn, params, x1, x2, implementation, batch_size)
+    if implementation == "structured":
+        from .empirical_structured import StructuredApply, ntk_structured_tile
+
+        tile = partial(ntk_structured_tile, StructuredApply(_net_from(apply_fn)), params)
+        return _tiled(tile, x1, x2, batch_size)
     tile = _ntk_jacobian_tile if implementation == "jacobian" else _ntk_ntvp_tile
     return _tiled(partial(tile, apply_fn, params), x1, x2, batch_size)
 
