@@ -359,3 +359,19 @@ def test_aggregate_in_a_repeat_equals_the_unrolled_net():
     assert y.shape == (4, 1) and np.allclose(y, yj)
     # each graph's output reads its own adjacency only
     assert np.allclose(looped.apply(params, x[2:3], adjacency=a[2:3]), y[2:3])
+
+
+def test_padding_with_isolated_zero_nodes_changes_nothing_without_biases():
+    """The documented way to mix graph sizes: isolated nodes of zero features stay 0 in a
+    bias-free net whose nonlinearities vanish at 0, so a sum readout is unchanged."""
+    m = ntkdsl.compile("net g { Dense(8, W_std = 1.4); Relu; Aggregate; Dense(8, W_std = 1.3); "
+                       "Erf; Aggregate(normalize = true); Dense(8); Gelu; GlobalSumPool; "
+                       "Dense(1) }")
+    x, a = _graphs(3, 16)
+    xp = np.concatenate([x, np.zeros((3, 2, C))], axis=1)
+    ap = np.zeros((3, NODES + 2, NODES + 2))
+    ap[:, :NODES, :NODES] = a
+    k, kp = m.kernel_fn(x, adjacency1=a), m.kernel_fn(xp, adjacency1=ap)
+    for g in ("nngp", "ntk"):
+        w = getattr(k, g)
+        assert np.abs(getattr(kp, g) - w).max() <= 1e-12 * np.abs(w).max()
