@@ -138,6 +138,23 @@ def test_ntk_regressor_is_the_ntk_gp_of_the_paper(data, time):
     np.testing.assert_allclose(got[..., 1], cov, rtol=1e-6, atol=1e-9)
 
 
+def test_nngp_regressor_at_finite_time_trains_the_readout(data):
+    # readout-only gradient flow: mean K_tX V (1 - e^{-lam t}) / lam V^T Y,
+    # cov K_tt - K_tX V (1 - e^{-2 lam t}) / lam V^T K_Xt (lam, V: eigen of K + reg)
+    x, y, xt, _ = data
+    t = 2.0
+    reg = NNGPRegressor(SPEC, overrides={"depth": 2}, time=t, diag_reg=1e-3).fit(x, y[:, 1])
+    k = ntkdsl.compile(SPEC, depth=2).kernel_fn(np.concatenate([x, xt]), None, "nngp")
+    n = len(x)
+    lam, v = np.linalg.eigh(k[:n, :n] + 1e-3 * np.trace(k[:n, :n]) / n * np.eye(n))
+    p = k[n:, :n] @ v
+    mean = p @ np.diag(-np.expm1(-lam * t) / lam) @ v.T @ y[:, 1]
+    cov = k[n:, n:] - p @ np.diag(-np.expm1(-2 * lam * t) / lam) @ p.T
+    got, std = reg.predict(xt, return_std=True)
+    np.testing.assert_allclose(got, mean, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(std, np.sqrt(np.diag(cov)), rtol=1e-6, atol=1e-9)
+
+
 def test_nngp_regressor_is_the_gp_posterior(data):
     x, y, xt, _ = data
     reg = NNGPRegressor(SPEC, diag_reg=1e-2, normalize_y=True).fit(x, y[:, 0])
