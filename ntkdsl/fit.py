@@ -191,6 +191,13 @@ def fit_hyperparameters(model, x, y, *, fit: Sequence[str] | str | None = None,
     x64 = jax.enable_x64(True)
     with x64:
         x_arr = np.asarray(x, dtype=np.float64)
+        from .compiler.inputs import check_inputs
+        from .likelihood import _targets
+
+        check_inputs(model.net, x_arr, None)
+        _targets(y_arr, x_arr.shape[0])
+        # the data are arguments of the jitted function, not constants XLA would fold
+        x_dev, y_dev = jnp.asarray(x_arr), jnp.asarray(y_arr)
 
         def unpack(vec):
             p = dict(values)
@@ -198,15 +205,18 @@ def fit_hyperparameters(model, x, y, *, fit: Sequence[str] | str | None = None,
             s = vec[len(names)] if fit_noise else float(noise)
             return p, s
 
-        def loss(vec):
+        def loss(vec, xs, ys):
             p, s = unpack(vec)
             if objective == "mll":
-                return -log_marginal_likelihood(model, x_arr, y_arr, kind=kind, noise=s,
+                return -log_marginal_likelihood(model, xs, ys, kind=kind, noise=s,
                                                 diag_reg=diag_reg, params=p) / size
-            return cross_validation_error(model, x_arr, y_arr, kind=kind, folds=folds,
+            return cross_validation_error(model, xs, ys, kind=kind, folds=folds,
                                           noise=s, diag_reg=diag_reg, params=p, seed=seed)
 
-        value_and_grad = jax.jit(jax.value_and_grad(loss))
+        jitted = jax.jit(jax.value_and_grad(loss))
+
+        def value_and_grad(vec):
+            return jitted(vec, x_dev, y_dev)
         evaluations = 0
 
         def fun(vec):
