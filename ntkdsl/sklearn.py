@@ -154,7 +154,7 @@ class _Fitted:
     model: Any
     x_train: np.ndarray
     row_shape: tuple[int, ...]
-    dynamics: Any  # ntkdsl.predict.GPDynamics (or its iterative counterpart)
+    dynamics: Any  # ntkdsl.predict.GPDynamics
 
 
 class _SpecGP(BaseEstimator):
@@ -210,7 +210,8 @@ class _SpecGP(BaseEstimator):
         k = _kernels(model, x, None, self._gets())
         dyn = gradient_descent_mse_gp(k["nngp"], y_matrix, ntk_train_train=k.get("ntk"),
                                       kind=self._kind, learning_rate=self.learning_rate,
-                                      diag_reg=self.diag_reg, loss=self.loss)
+                                      diag_reg=self.diag_reg, loss=self.loss,
+                                      solver="dense")
         self.fitted_ = _Fitted(model, x, row_shape, _as_numpy(dyn))
 
     def _moments(self, X, *, std: bool = False, cov: bool = False):
