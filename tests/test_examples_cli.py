@@ -21,7 +21,7 @@ INPUT_SHAPES = {
     "myrtle5": (8, 8, 3), "myrtle5_pool2": (8, 8, 3), "conv1d": (16, 2),
     "myrtle10": (8, 8, 3), "inception": (8, 8, 3),
     "layernorm_mlp": (16,), "cnn_gap_twin": (6, 6, 2), "local_gap": (6, 6, 2),
-    "unet": (16, 16, 1), "unet_resize": (16, 16, 1),
+    "unet": (16, 16, 1), "unet_resize": (16, 16, 1), "edge_of_chaos": (64,),
     "transformer": (8, 4),
     "gnn": (6, 4), "gnn_nodes": (6, 4),
 }

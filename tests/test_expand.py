@@ -32,8 +32,23 @@ SPECS = Path(__file__).parent / "specs"
 EXAMPLES = Path(__file__).parent.parent / "examples" / "specs"
 
 
+def flat(net) -> tuple:
+    """The net's layers with every repeat unrolled (a Repeat node holds its iterations)."""
+    out = []
+
+    def go(node):
+        for layer in node.children():
+            if layer.combine == "sequence":
+                go(layer)
+            else:
+                out.append(layer)
+
+    go(net.body)
+    return tuple(out)
+
+
 def layers(src: str, **kw):
-    return parse(src, **kw).body.layers
+    return flat(parse(src, **kw))
 
 
 def same(sugar: str, explicit: str, **kw) -> None:
@@ -49,7 +64,7 @@ def test_language_md_example_expands_as_written():
                 GlobalAvgPool(), Dense(out=10, W_std=w))
     assert net.name == "myrtle5"
     assert net.params == (("width", 256),)
-    assert net.body.layers == expected
+    assert flat(net) == expected
     shapes = [s for _, s in infer_shapes(net, (8, 8, 3))]
     assert shapes == [(8, 8, 256)] * 6 + [(4, 4, 256)] * 3 + [(256,), (10,)]
 
@@ -307,16 +322,16 @@ def test_every_example_spec_checks():
 
 def test_paper_fc_nets_have_the_paper_variances():
     (fc2,) = load_all(EXAMPLES / "fc_tanh.ntk")
-    dense = [x for x in fc2.body.layers if isinstance(x, Dense)]
-    assert len(dense) == 4 and sum(isinstance(x, Tanh) for x in fc2.body.layers) == 3
+    dense = [x for x in flat(fc2) if isinstance(x, Dense)]
+    assert len(dense) == 4 and sum(isinstance(x, Tanh) for x in flat(fc2)) == 3
     assert all(abs(d.W_std**2 - 1.5) < 1e-12 and d.b_std == 0 for d in dense)
     fc5 = load(EXAMPLES / "fc_deep.ntk")
-    dense = [x for x in fc5.body.layers if isinstance(x, Dense)]
+    dense = [x for x in flat(fc5) if isinstance(x, Dense)]
     assert len(dense) == 6
     assert all(abs(d.W_std**2 - 2) < 1e-12 and abs(d.b_std**2 - 0.1) < 1e-12 for d in dense)
     fc1, fc3 = load_all(EXAMPLES / "fc_relu.ntk")
-    assert sum(isinstance(x, Relu) for x in fc1.body.layers) == 1
-    assert sum(isinstance(x, Relu) for x in fc3.body.layers) == 3
+    assert sum(isinstance(x, Relu) for x in flat(fc1)) == 1
+    assert sum(isinstance(x, Relu) for x in flat(fc3)) == 3
 
 
 def test_every_builtin_layer_of_the_language():

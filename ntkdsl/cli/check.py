@@ -163,6 +163,9 @@ def summarize(net: Net, input_shape: tuple[int, ...] | None = None) -> str:
 
     def show(serial: Layer, indent: str) -> None:
         for layer in serial.children():
+            if layer.combine == "sequence":  # a repeat: its layers, listed in place
+                show(layer, indent)
+                continue
             text = f"{indent}{layer_text(layer)}"
             if id(layer) in shapes:
                 text = f"{text:<44} -> {shapes[id(layer)]}"

@@ -29,6 +29,7 @@ The result is a :class:`LayerPlan` tree mirroring the layer graph
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -99,6 +100,9 @@ class _Slots:
 def _build(layer: Layer, shape: Shape, full_in: bool, need_out: bool, cov_out: bool,
            force: bool, slots: _Slots) -> LayerPlan:
     if layer.combine == "sequence":
+        rep = layer.repetition()
+        if rep is not None:
+            return _build_repeat(layer, *rep, shape, full_in, need_out, cov_out, force, slots)
         kids = layer.children()
         n = len(kids)
         need_after = [need_out] * n
@@ -131,6 +135,44 @@ def _build(layer: Layer, shape: Shape, full_in: bool, need_out: bool, cov_out: b
     full_out = full_in and need_out and len(out) > 1
     slot = slots.take() if layer.reads_variances else None
     return LayerPlan(layer, shape, out, full_in, full_out, cov_out, slot=slot)
+
+
+def _build_repeat(layer: Layer, body: Layer, count: int, shape: Shape, full_in: bool,
+                  need_out: bool, cov_out: bool, force: bool, slots: _Slots) -> LayerPlan:
+    """A ``repeat``: runs of identical iterations become one looped plan (``times``).
+
+    Each iteration is planned with slots of its own (from 0), so iterations that
+    see the same shapes and needs get equal plans; a run of two or more of them
+    becomes one plan run ``times`` times (a loop). Iterations that differ (a body
+    that changes the shape, the last one that may cut the state) keep plans of
+    their own, numbered with the net's slots, and run unrolled.
+    """
+    need_after = [need_out] * count
+    cov_after = [cov_out] * count
+    for i in range(count - 1, 0, -1):
+        need_after[i - 1] = force or needs_full_in(body, need_after[i])
+        cov_after[i - 1] = needs_cov_in(body, cov_after[i])
+    iters = []
+    full, cur = full_in, shape
+    for need, cov in zip(need_after, cov_after):
+        p = _build(body, cur, full, need, cov, force, _Slots())
+        iters.append(p)
+        full, cur = p.full_out, p.out_shape
+    segments = []
+    i = 0
+    while i < count:
+        j = i + 1
+        while j < count and iters[j] == iters[i]:
+            j += 1
+        if j - i >= 2:
+            slot = slots.take() if count_variance_readers(iters[i]) else None
+            segments.append(dataclasses.replace(iters[i], times=j - i, slot=slot))
+        else:
+            q = iters[i]
+            segments.append(_build(body, q.in_shape, q.full_in, need_after[i], cov_after[i],
+                                   force, slots))
+        i = j
+    return LayerPlan(layer, shape, cur, full_in, full and need_out, cov_out, tuple(segments))
 
 
 @functools.lru_cache(maxsize=128)
@@ -166,5 +208,7 @@ def count_variance_readers(p: LayerPlan | None) -> int:
     """How many layers of the plan read per-input variances (the memory model's covs)."""
     if p is None:
         return 0
-    own = 1 if p.slot is not None else 0
-    return own + sum(count_variance_readers(c) for c in p.children)
+    inner = sum(count_variance_readers(c) for c in p.children)
+    if p.times > 1:  # a loop: every iteration's covariances are kept
+        return p.times * inner
+    return (1 if p.slot is not None else 0) + inner

@@ -150,7 +150,9 @@ def _step(layer: Layer | None, state: _State) -> _State:
 
 def _last_leaf(path: Layer) -> Layer | None:
     kids = path.children()
-    return kids[-1] if kids else None
+    last = kids[-1] if kids else None
+    # a nested sequence (a repeat) ends where its last iteration ends
+    return _last_leaf(last) if last is not None and last.combine == "sequence" else last
 
 
 #: why the output of a combine that is not a sum of Gaussians is not one Gaussian
@@ -263,6 +265,9 @@ def infer_shapes(net: Net, input_shape: Shape) -> list[tuple[Layer, Shape]]:
 
     def run(serial: Layer, shape: Shape) -> Shape:
         for layer in serial.children():
+            if layer.combine == "sequence":  # a repeat: its layers, listed in place
+                shape = run(layer, shape)
+                continue
             if layer.combine not in (None, "sequence"):
                 slot = len(out)
                 out.append((layer, ()))

@@ -67,6 +67,10 @@ class LayerPlan:
             ``None`` for an identity path of a branch statement.
         slot: for a layer that reads per-input variances, its index among them
             (in execution order): where its input covariances are recorded.
+        times: how many identical iterations of this plan run in a row, as one loop
+            (a ``repeat`` whose body keeps the state's shapes); ``children`` are then
+            the plans of one iteration, numbered from slot 0, and ``slot`` is where
+            the covariances all iterations record are kept, stacked.
     """
 
     layer: KernelLayer
@@ -77,6 +81,7 @@ class LayerPlan:
     cov_out: bool
     children: tuple[LayerPlan | None, ...] = ()
     slot: int | None = None
+    times: int = 1
 
 
 @dataclass(frozen=True)

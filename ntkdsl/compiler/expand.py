@@ -39,6 +39,7 @@ from .evaluate import PADDING_WORDS, ArgValue, Evaluator, LayerRef, format_value
 from .graph import Net
 from .layers import BUILTINS, Layer, LayerArgError, Residual, Serial
 from .layers.combinators import Concat, Product, Sum
+from .layers.repeat import Repeat
 
 #: the most layers one net may expand to
 MAX_LAYERS = 10_000
@@ -649,7 +650,13 @@ def arg_notes(key: str | None, value: Any) -> list[str]:
 
 
 def expand_repeat(stmt: ast.Repeat, env: Env) -> list[Layer]:
-    """``repeat N { BODY }``: the body N times."""
+    """``repeat N { BODY }``: the body N times, as one :class:`Repeat` node (N >= 2).
+
+    The node holds every iteration as expanded (each layer with its span), so
+    the passes that read a sequence see the unrolled form; the kernel function
+    and the finite net run its iterations as a loop where the shapes allow
+    (``layers/repeat.py``).
+    """
     value = env.evaluator()(stmt.count)
     trainable.check_structural(value, "a repeat count", env.error, stmt.count.span)
     count = as_int(value)
@@ -660,10 +667,13 @@ def expand_repeat(stmt: ast.Repeat, env: Env) -> list[Layer]:
     if count > MAX_LAYERS:
         raise env.error(f"repeat count {count} is too large (a net has at most {MAX_LAYERS} "
                         "layers)", stmt.count.span)
-    out: list[Layer] = []
+    iterations: list[tuple[Layer, ...]] = []
     for _ in range(count):
         env.step(stmt.span)
-        out.extend(expand_body(stmt.body, env))
+        iterations.append(tuple(expand_body(stmt.body, env)))
+    out = [layer for it in iterations for layer in it]
+    if count >= 2 and out and all(it == iterations[0] for it in iterations[1:]):
+        return [Repeat(layers=tuple(out), count=count, span=env.at(stmt.span))]
     return out
 
 

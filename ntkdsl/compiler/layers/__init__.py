@@ -29,6 +29,7 @@ from .pointwise_more import (
     Sign,
 )
 from .pooling import GlobalSumPool, SumPool
+from .repeat import Repeat
 from .resize import Resize
 from .structural import AvgPool, Flatten, GlobalAvgPool, Structural
 
@@ -75,6 +76,7 @@ __all__ = [
     "Rbf",
     "RectifiedMonomial",
     "Relu",
+    "Repeat",
     "Residual",
     "Resize",
     "SelfAttention",

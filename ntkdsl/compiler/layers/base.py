@@ -131,6 +131,11 @@ class Layer:
         """Nested layers of a combinator (``None``: an identity path); empty for leaves."""
         return ()
 
+    def repetition(self) -> tuple[Layer, int] | None:
+        """``(body, count)`` for a sequence that is ``count`` identical iterations of
+        ``body`` (which the kernel function may run as a loop); ``None`` otherwise."""
+        return None
+
     # ---- what the static checks read ------------------------------------------------
     def window_args(self) -> dict[str, Stride]:
         """Arguments with one entry per spatial axis (their tuples must agree in length)."""
