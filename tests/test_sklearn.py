@@ -319,6 +319,23 @@ def test_spec_kernel_gradient_is_central_differences(kind):
         np.testing.assert_allclose(grad[..., i], fd, rtol=1e-6, atol=1e-9 * np.abs(fd).max())
 
 
+def test_spec_kernel_fits_an_activation_constant_with_exact_gradients():
+    spec = """net leaky(a = 0.2) {
+        Input((-1,))
+        defaults W_std = 1.5, b_std = 0.1
+        Dense(512); LeakyRelu(alpha = a); Dense(1)
+    }"""
+    x = np.random.default_rng(7).standard_normal((6, 2))
+    k = SpecKernel(spec, kind="ntk", params={"a": 0.3})
+    value, grad = k(x, eval_gradient=True)
+    np.testing.assert_allclose(value, ntkdsl.compile(spec, a=0.3).kernel_fn(x, None, "ntk"),
+                               rtol=1e-12)
+    h = 1e-5
+    fd = (k.clone_with_theta(k.theta + h)(x) - k.clone_with_theta(k.theta - h)(x)) / (2 * h)
+    np.testing.assert_allclose(grad[..., 0], fd, rtol=1e-6, atol=1e-9 * np.abs(fd).max())
+    assert np.abs(fd).max() > 1e-3  # the constant matters
+
+
 def test_gaussian_process_regressor_optimises_a_bare_spec_kernel():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((9, 3))  # the shape of the gradient test: its compiled kernel
