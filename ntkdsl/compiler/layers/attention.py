@@ -38,7 +38,9 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from ..._lazy import lazy
+from ...diagnostics import InputError
 from .. import covariance as cv
+from .. import finite
 from ..terms import call, num
 from .base import Layer, LayerArgError, Shape, ShapeError, check_real
 
@@ -341,8 +343,6 @@ class SelfAttention(Layer):
         ``"pos": (*spatial, C)`` with positional embeddings``}``; ``C_k`` is ``C``, or
         ``2 C`` with concatenated embeddings.
         """
-        from .. import finite
-
         c = shape[-1]
         ck = 2 * c if self.positional == "concat" else c
         kq, kk, kv, ko, kb, kp = jax.random.split(key, 6)
@@ -359,8 +359,6 @@ class SelfAttention(Layer):
 
     def apply(self, params: dict, x):
         """Attention over the flattened positions of ``x`` ``(N, *spatial, C)``."""
-        from ...diagnostics import InputError
-
         wv = params["wv"]
         if x.ndim < 3 or x.shape[-1] != wv.shape[1]:
             raise InputError(
@@ -371,7 +369,7 @@ class SelfAttention(Layer):
         xv = x.reshape(n, p, c)
         xk = xv
         if self.positional != "none":
-            pos = params["pos"].reshape(1, p, c).astype(x.dtype)
+            pos = params["pos"].reshape(1, p, c)
             if self.positional == "sum":
                 xk = xv + pos
             else:
