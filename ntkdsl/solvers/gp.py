@@ -20,19 +20,21 @@ CG in disguise). The regulariser is the dense path's:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from ..diagnostics import InputError
 from ..dynamics import KINDS, Gaussian, effective_learning_rate
-from .cg import cg_solve
+from .cg import cg_solve, refine
 from .lanczos import lanczos_functions
-from .operators import KernelOperator, as_operator, regularized
+from .love import LoveCache
+from .operators import KernelOperator, ShiftedOperator, as_operator, regularized
 from .precond import make_preconditioner
 
 ITERATIVE = ("cg", "lanczos")
+COVARIANCES = ("solve", "love")
 
 
 class SolvedGaussian(Gaussian):
@@ -88,38 +90,75 @@ class SolverOptions:
 
     ``tol``: relative residual (CG) and error estimate (Lanczos);
     ``max_iter``: CG products / Lanczos steps; ``precond``: ``"cholesky"``,
-    ``"nystrom"`` or ``"none"``; ``rank``: preconditioner rank.
+    ``"nystrom"`` or ``"none"``; ``rank``: preconditioner rank;
+    ``covariance``: ``"solve"`` (test covariances from block solves, one column per
+    test point) or ``"love"`` (one Lanczos decomposition for all test points,
+    :mod:`.love`); ``love_tol``, ``love_rank``, ``love_samples``: its error-estimate
+    target, basis budget and the test points checked by accurate solves.
     """
 
     tol: float = 1e-10
     max_iter: int = 2000
     precond: str = "cholesky"
     rank: int = 300
+    covariance: str = "solve"
+    love_tol: float = 1e-6
+    love_rank: int = 1000
+    love_samples: int = 8
 
     @classmethod
     def of(cls, options) -> SolverOptions:
         if isinstance(options, SolverOptions):
             return options
         options = dict(options or {})
-        unknown = set(options) - {"tol", "max_iter", "precond", "rank"}
+        names = [f.name for f in fields(cls)]
+        unknown = set(options) - set(names)
         if unknown:
-            raise InputError(f"solver options: expected tol, max_iter, precond, rank, got "
+            raise InputError(f"solver options: expected {', '.join(names)}, got "
                              f"{', '.join(sorted(unknown))}")
-        return cls(**options)
+        out = cls(**options)
+        if out.covariance not in COVARIANCES:
+            raise InputError(f"solver options: covariance expected one of "
+                             f"{', '.join(COVARIANCES)}, got {out.covariance!r}")
+        for name in ("tol", "love_tol"):
+            value = getattr(out, name)
+            if not (isinstance(value, (int, float)) and 0 < value < 1):
+                raise InputError(f"solver options: {name} expected a number in (0, 1), "
+                                 f"got {value!r}")
+        for name in ("max_iter", "love_rank", "love_samples"):
+            if not (isinstance(getattr(out, name), int) and getattr(out, name) > 0):
+                raise InputError(f"solver options: {name} expected a positive integer, "
+                                 f"got {getattr(out, name)!r}")
+        return out
 
 
 @dataclass
 class _System:
-    """A regularised operator with its (lazily built) preconditioner."""
+    """A regularised operator with its (lazily built) preconditioner.
+
+    ``high``: the same kernel through an accurate (float64) operator when ``base`` is
+    stored in float32; ``t = inf`` solves then use iterative refinement (CG on
+    ``base``, residuals with ``high``), and the shift is taken from ``high``'s trace
+    so both see the same system.
+    """
 
     base: KernelOperator
     diag_reg: float
     options: SolverOptions
+    high: KernelOperator | None = None
     op: KernelOperator = field(init=False)
+    op_high: KernelOperator | None = field(init=False, default=None)
     _precond: Any = field(init=False, default=False)
 
     def __post_init__(self):
-        self.op = regularized(self.base, self.diag_reg)
+        if self.high is None:
+            self.op = regularized(self.base, self.diag_reg)
+            return
+        if self.high.n != self.base.n:
+            raise InputError(f"refinement operator: expected {self.base.n} rows like "
+                             f"{self.base.name}, got {self.high.n}")
+        self.op_high = regularized(self.high, self.diag_reg)
+        self.op = ShiftedOperator(self.base, self.op_high.shift)
 
     @property
     def precond(self):
@@ -142,8 +181,13 @@ class _System:
                 out[float(t)] = (res.s[i] if want_s else None, res.h[i] if want_h else None)
         if solver == "cg" and np.any(np.isinf(times)):
             pc = self.precond
-            r = cg_solve(self.op, rhs, precond=pc, tol=self.options.tol,
-                         max_iter=self.options.max_iter)
+            if self.op_high is not None:
+                r = refine(self.op, self.op_high, rhs, precond=pc, tol=self.options.tol,
+                           max_iter=self.options.max_iter)
+                info["refinement_steps"] = r.restarts
+            else:
+                r = cg_solve(self.op, rhs, precond=pc, tol=self.options.tol,
+                             max_iter=self.options.max_iter)
             info["cg_residual"] = max(info.get("cg_residual", 0.0), r.max_residual)
             info["cg_iterations"] = info.get("cg_iterations", 0) + r.iterations
             info["precond"] = f"{pc.method} rank {pc.rank}" if pc is not None else "none"
@@ -179,6 +223,56 @@ class IterativeGPDynamics:
         self.kind, self.system, self.nngp_op = kind, system, nngp_op
         self.y_train, self.eta, self.solver = y, float(eta), solver
         self.factors = mode_factors("flow", self.eta)
+        # the NTK-GP covariance's one product with K: through a float64 operator when
+        # the stored K is float32 (set by the caller), the cancellation in
+        # K_xx + A K A^T - 2 A K_Xx would otherwise show the storage rounding
+        self.cov_nngp_op = nngp_op
+        self._coef: dict[float, np.ndarray] = {}  # h_t(Theta) Y per time
+        self._coef_info: dict = {}
+        self._love: LoveCache | None = None
+
+    @property
+    def love(self) -> LoveCache:
+        """The Lanczos bases of the cheap covariances (built on first use, then reused)."""
+        if self._love is None:
+            opts = self.system.options
+            self._love = LoveCache(self.system.op,
+                                   self.nngp_op if self.kind == "ntk" else None,
+                                   tol=opts.love_tol, max_rank=opts.love_rank,
+                                   samples=opts.love_samples)
+        return self._love
+
+    def _exact_variances(self, idx, times, k_tx, th_tx, k_tt) -> list:
+        """Variances of the test points ``idx`` by the accurate block solves (LOVE's check)."""
+        prior = np.diagonal(k_tt)[idx]
+        times = np.asarray(times, np.float64)
+        info: dict = {}
+        if self.kind == "nngp":
+            t2 = np.where(np.isinf(times), np.inf, 2 * times)
+            acts = self.system.apply(k_tx[idx].T, np.unique(t2), self.factors, self.solver,
+                                     info)
+            return [prior - np.sum(k_tx[idx].T * acts[float(t)][1], axis=0) for t in t2]
+        acts = self.system.apply(th_tx[idx].T, np.unique(times), self.factors, self.solver,
+                                 info)
+        a = np.concatenate([acts[float(t)][1] for t in times], axis=1)
+        ka = self.cov_nngp_op.matmat(a)
+        s = len(idx)
+        out = []
+        for i in range(len(times)):
+            ai, kai = a[:, i * s:(i + 1) * s], ka[:, i * s:(i + 1) * s]
+            out.append(prior + np.sum(ai * kai, axis=0) - 2 * np.sum(ai * k_tx[idx].T, axis=0))
+        return out
+
+    def _mean_coefficients(self, times, info: dict) -> dict:
+        """``{t: h_t(Theta) Y}``, solving only for times not seen by an earlier call."""
+        missing = [t for t in times if float(t) not in self._coef]
+        if missing:
+            acts = self.system.apply(self.y_train, np.asarray(missing), self.factors,
+                                     self.solver, self._coef_info)
+            for t in missing:
+                self._coef[float(t)] = acts[float(t)][1]
+        info.update({key: v for key, v in self._coef_info.items() if key != "solver"})
+        return {float(t): self._coef[float(t)] for t in times}
 
     def __call__(self, t, nngp_test_train, nngp_test_test=None, ntk_test_train=None):
         """Mean and covariance at times ``t`` (as :meth:`ntkdsl.predict.GPDynamics.__call__`).
@@ -211,25 +305,38 @@ class IterativeGPDynamics:
                 raise InputError(f"nngp_test_test: expected ({m}, {m}), got {k_tt.shape}")
         info: dict = {"solver": self.solver}
         uniq = np.unique(tt)
-        if want_cov and self.kind == "nngp":
+        love = want_cov and self.system.options.covariance == "love"
+        if not want_cov or love:
+            # the mean needs only h_t(Theta) Y: cached per time across calls
+            coef = self._mean_coefficients(uniq, info)
+            means = [th_tx @ coef[float(ti)] for ti in tt]
+            covs = []
+            if love:
+                info["covariance"] = "love"
+                got = self.love.covariances(
+                    uniq, self.factors, self.kind, k_tx, th_tx, k_tt, info,
+                    exact=lambda idx, ts: self._exact_variances(idx, ts, k_tx, th_tx, k_tt))
+                covs = [(got[float(ti)] + got[float(ti)].T) / 2 for ti in tt]
+            mean = np.stack(means).reshape(*t_arr.shape, m, k)
+            cov = np.stack(covs).reshape(*t_arr.shape, m, m) if want_cov else None
+            return _tag(mean, cov, self.solver, info)
+        if self.kind == "nngp":
             # mean needs h_t, the covariance h_{2t}: one basis serves both
             times = np.unique(np.concatenate([uniq, 2 * uniq]))
         else:
             times = uniq
-        rhs = np.concatenate([self.y_train, th_tx.T], axis=1) if want_cov else self.y_train
+        rhs = np.concatenate([self.y_train, th_tx.T], axis=1)
         acts = self.system.apply(rhs, times, self.factors, self.solver, info)
         means, covs = [], []
         for ti in tt:
             h = acts[float(ti)][1]
             means.append(th_tx @ h[:, :k])
-            if not want_cov:
-                continue
             if self.kind == "nngp":
                 cov = k_tt - k_tx @ acts[float(2 * ti)][1][:, k:]
             else:
                 at = h[:, k:]  # A_t^T, (n, m)
                 cross = k_tx @ at
-                cov = k_tt + at.T @ self.nngp_op.matmat(at) - cross - cross.T
+                cov = k_tt + at.T @ self.cov_nngp_op.matmat(at) - cross - cross.T
             covs.append((cov + cov.T) / 2)
         mean = np.stack(means).reshape(*t_arr.shape, m, k)
         cov = np.stack(covs).reshape(*t_arr.shape, m, m) if want_cov else None
@@ -239,8 +346,8 @@ class IterativeGPDynamics:
 def iterative_gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_train=None,
                                       kind: str = "ntk", learning_rate: float = 1.0,
                                       diag_reg: float = 0.0, loss: str = "total",
-                                      solver: str = "cg",
-                                      options=None) -> IterativeGPDynamics:
+                                      solver: str = "cg", options=None,
+                                      refine_with=None) -> IterativeGPDynamics:
     """:func:`ntkdsl.predict.gradient_descent_mse_gp` by iterative solvers.
 
     Arguments:
@@ -251,6 +358,10 @@ def iterative_gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_tr
         kind, learning_rate, diag_reg, loss: as :func:`ntkdsl.predict.gradient_descent_mse_gp`.
         solver: ``"cg"`` or ``"lanczos"`` (module docs).
         options: a :class:`SolverOptions` or a dict of its fields.
+        refine_with: the inverted kernel (``Theta``, or ``K`` for ``kind="nngp"``)
+            through an accurate float64 operator when the given one is stored in
+            float32 (e.g. a :class:`MatrixFreeOperator`): ``t = inf`` solves then refine
+            to float64 residuals (:func:`ntkdsl.solvers.refine`).
 
     Returns:
         An :class:`IterativeGPDynamics`, called like :class:`ntkdsl.predict.GPDynamics`.
@@ -275,7 +386,8 @@ def iterative_gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_tr
                              f"nngp_train_train, got ({th.n}, {th.n})")
     else:
         th = kk
-    return IterativeGPDynamics(kind, _System(th, diag_reg, opts), kk, y, eta, solver)
+    high = None if refine_with is None else as_operator(refine_with, f"{th.name} (float64)")
+    return IterativeGPDynamics(kind, _System(th, diag_reg, opts, high), kk, y, eta, solver)
 
 
 def iterative_gp_inference(k_train_train, y_train, k_test_train, k_test_test=None, *,

@@ -35,6 +35,7 @@ from .errors import ConvergenceError, NonFiniteError, NotPositiveDefiniteError
 from .operators import KernelOperator
 
 DEFAULT_BASIS_BYTES = 1 * 2**30
+GROUP_STEPS = 128
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,9 @@ def lanczos_functions(op: KernelOperator, b, times, factors: Callable, *,
         tol: target of the relative error estimate (module docs).
         max_iter: Lanczos steps allowed per column.
         check_every: steps between estimates (``d`` of the estimate).
-        basis_bytes: memory for the stored bases; columns are processed in groups
-            that fit.
+        basis_bytes: memory for the stored bases of ``GROUP_STEPS`` (128) steps;
+            columns are processed in groups that fit (a group whose columns need more
+            steps grows its bases past it).
 
     Returns:
         A :class:`LanczosResult` with arrays ``(n_times, n, c)``.
@@ -107,7 +109,9 @@ def lanczos_functions(op: KernelOperator, b, times, factors: Callable, *,
     times = np.asarray(times, np.float64).reshape(-1)
     n, c = b.shape
     max_iter = int(min(max_iter, n))
-    group = max(1, int(basis_bytes // (8 * n * (max_iter + 1))))
+    # sized for bases of GROUP_STEPS steps (they grow past it when a column needs more):
+    # sizing for max_iter would solve the columns of a large n one at a time
+    group = max(1, int(basis_bytes // (8 * n * (min(max_iter, GROUP_STEPS) + 1))))
     s_out = np.zeros((len(times), n, c)) if want_s else None
     h_out = np.zeros((len(times), n, c)) if want_h else None
     worst, most = 0.0, 0
