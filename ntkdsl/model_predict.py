@@ -91,13 +91,16 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
     # the train arrays are arguments, not closed-over constants: XLA would otherwise
     # constant-fold the train-side kernel work at compile time (minutes for n ~ 1000)
     spec = dyn.spec
+    # V^T K V of the NTK-GP covariance: once per train set, not once per call
+    mkm = (spec.evecs.T @ dyn.nngp_train_train @ spec.evecs
+           if kind == "ntk" and compute_cov else None)
     train_arrays = (x_train, dyn.nngp_train_train, dyn.y_train, spec.kernel, spec.evals,
-                    spec.evecs, spec.chol)
+                    spec.evecs, spec.chol, mkm)
 
     @jax.jit
     def fused(x_test, t, arrays):
-        xt, kk, y, kern_, evals, evecs, chol = arrays
-        d = replace(dyn, nngp_train_train=kk, y_train=y,
+        xt, kk, y, kern_, evals, evecs, chol, mkm_ = arrays
+        d = replace(dyn, nngp_train_train=kk, y_train=y, nngp_eigenbasis=mkm_,
                     spec=replace(spec, kernel=kern_, evals=evals, evecs=evecs, chol=chol))
         m = x_test.shape[0]
         kx = build_tile_fn(p, m, n, gets)(x_test, xt)

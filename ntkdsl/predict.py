@@ -733,6 +733,9 @@ class GPDynamics:
     nngp_train_train: jax.Array
     y_train: jax.Array
     eta: float
+    # V^T K V in the eigenbasis of Theta (kind="ntk" covariances): 2 n^3 flops, so it is
+    # computed on the first covariance call and kept, like the eigendecomposition
+    nngp_eigenbasis: jax.Array | None = None
 
     @float64
     def __call__(self, t, nngp_test_train, nngp_test_test=None, ntk_test_train=None):
@@ -784,7 +787,11 @@ class GPDynamics:
                 cov_inf = k_tt - z.T @ z
             else:
                 kk = self.nngp_train_train
-                mkm = v.T @ kk @ v
+                mkm = self.nngp_eigenbasis
+                if mkm is None:
+                    mkm = v.T @ kk @ v
+                    if not _is_traced(mkm):
+                        object.__setattr__(self, "nngp_eigenbasis", mkm)
                 q = v.T @ k_tx.T  # (n, m)
                 a = p[None] * h[:, None, :]  # A_t in the eigenbasis: (t, m, n)
                 cross = jnp.einsum("tmj,jl->tml", a, q)

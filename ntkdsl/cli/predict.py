@@ -64,6 +64,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--solver", choices=("auto", "dense", "cg", "lanczos"), default="auto",
                    help="dense eigendecomposition, or iterative (kernels tiled to disk); "
                         "auto: dense while it fits in memory (docs/solvers.md)")
+    p.add_argument("--solver-options", default="", metavar="K=V,...",
+                   help="iterative solver options, e.g. tol=1e-8,precond=nystrom,rank=500,"
+                        "covariance=love,love_tol=1e-6 (docs/solvers.md)")
+    p.add_argument("--storage", choices=("auto", "float32", "float64"), default="auto",
+                   help="dtype of the train kernels an iterative solver tiles to disk "
+                        "(auto: float32 when float64 would take over a quarter of memory)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz",
                    help="output file; see docs/cli.md for the rules")
     p.set_defaults(run=run)
@@ -83,6 +89,30 @@ def parse_times(text: str) -> np.ndarray:
             raise InputError(f"--time: expected times >= 0, got {item!r}")
         out.append(value)
     return np.asarray(out, np.float64)
+
+
+def parse_solver_options(text: str) -> dict:
+    """``"tol=1e-8,precond=nystrom"`` -> ``{"tol": 1e-8, "precond": "nystrom"}``.
+
+    Values that read as integers become ``int``, other numbers ``float``, the rest
+    stay strings; the solver checks names and values (:class:`InputError`).
+    """
+    out: dict = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise InputError(f"--solver-options: expected KEY=VALUE items separated by "
+                             f"commas, got {item!r}")
+        value = value.strip()
+        for cast in (int, float):
+            try:
+                out[key.strip()] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key.strip()] = value
+    return out
 
 
 def _targets(path: str, n: int, n_flag: str, dtype) -> np.ndarray:
@@ -182,7 +212,9 @@ def run(args: argparse.Namespace) -> int:
             dyn = gradient_descent_mse_gp(kt["nngp"], y_train, ntk_train_train=kt.get("ntk"),
                                           kind=args.kind, learning_rate=args.learning_rate,
                                           diag_reg=args.diag_reg, loss=args.loss, dtype=dtype,
-                                          solver=args.solver)
+                                          solver=args.solver,
+                                          solver_options=parse_solver_options(
+                                              args.solver_options))
             out = dyn(times, kx["nngp"], ktt, kx.get("ntk"))
         else:
             from ..model import Model
@@ -205,7 +237,9 @@ def run(args: argparse.Namespace) -> int:
             graph_kw = {} if a_train is None else {"adjacency_train": a_train}
             fn = model_predict_fn(Model(net), x_train, y_train, kind=args.kind,
                                   learning_rate=args.learning_rate, diag_reg=args.diag_reg,
-                                  loss=args.loss, dtype=dtype, solver=args.solver, **graph_kw)
+                                  loss=args.loss, dtype=dtype, solver=args.solver,
+                                  solver_options=parse_solver_options(args.solver_options),
+                                  storage=args.storage, **graph_kw)
             out = fn(x_test, times, **({} if a_test is None else {"adjacency_test": a_test}))
             dyn = fn
     print(f"ntkdsl predict: solver {getattr(dyn, 'solver', 'dense')}"
