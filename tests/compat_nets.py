@@ -166,6 +166,23 @@ def cnn_1d_standard(stax):
                        stax.Dense(1, parameterization="standard"))
 
 
+def attention_softmax(stax):
+    return stax.serial(stax.Dense(4, b_std=0.1),
+                       stax.GlobalSelfAttention(4, 3, 2, 2, W_key_std=1.3, W_value_std=1.3,
+                                                W_query_std=1.3, W_out_std=1.1, b_std=0.2),
+                       stax.Relu(), stax.Flatten(), stax.Dense(1))
+
+
+def attention_positional(stax):
+    return stax.serial(stax.Conv(3, (1, 1), b_std=0.1),
+                       stax.GlobalSelfAttention(3, 2, 3, 1, attention_mechanism="IDENTITY",
+                                                pos_emb_type="SUM"),
+                       stax.Erf(),
+                       stax.GlobalSelfAttention(2, 2, 2, 2, attention_mechanism="RELU",
+                                                pos_emb_type="CONCAT", W_out_std=1.2),
+                       stax.GlobalAvgPool(), stax.Dense(1))
+
+
 # ---- random nets ---------------------------------------------------------------------
 
 _ACTS = ("Relu", "Erf", "Gelu", "Sin", "LeakyRelu", "ABRelu", "Abs")
@@ -245,6 +262,8 @@ NETS: dict[str, tuple] = {
     "cnn_resnet": (cnn_resnet, (5, 5, 2), ("slow",)),
     "cnn_layernorm": (cnn_layernorm, (5, 5, 2), ()),
     "cnn_1d_standard": (cnn_1d_standard, (8, 2), ()),
+    "attention_softmax": (attention_softmax, (5, 3), ()),
+    "attention_positional": (attention_positional, (3, 3, 2), ()),
 }
 for _s in (1, 2, 3):
     for _p in ("ntk", "standard"):

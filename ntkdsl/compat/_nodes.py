@@ -79,7 +79,8 @@ class Leaf(Node):
     ``make(shape)`` returns the native layer for inputs of ``shape`` (no batch axis).
     ``kind``: ``"plain"`` (params ``()``), ``"affine"`` (params ``(W, b)``, ``b`` None
     without bias; ``bias_ndim`` axes of the native bias), ``"dropout"`` (params ``()``,
-    ``apply`` takes ``rng``). ``extra_bias``: the peer keeps a bias array that does not
+    ``apply`` takes ``rng``), ``"attention"`` (the peer's six-tuple, see
+    :func:`_attention_init`). ``extra_bias``: the peer keeps a bias array that does not
     enter (``b_std=0.0`` in the ntk parameterisation).
     """
 
@@ -109,6 +110,8 @@ class Leaf(Node):
         if layer is None:
             return shape, ()
         out = (shape[0], *layer.out_shape(shape[1:]))
+        if self.kind == "attention":
+            return out, _attention_init(layer, key, shape)
         if self.kind != "affine":
             return out, ()
         # the peer's draws, key for key: W ~ N(0, 1) from the first half of the split, b
@@ -138,7 +141,30 @@ class Leaf(Node):
             return layer.apply(p, x)
         if self.kind == "dropout":
             return _dropout(layer, self.keep, x, kwargs.get("rng"))
+        if self.kind == "attention":
+            q, k, v, o, b, pos = params
+            p = {"wk": k, "wv": v, "wo": o}
+            if q is not None:
+                p["wq"] = q
+            if b is not None:
+                p["b"] = jnp.reshape(b, b.shape[-1:])
+            if pos is not None:
+                p["pos"] = jnp.reshape(pos, pos.shape[1:])
+            return layer.apply(p, x)
         return layer.apply((), x)
+
+
+def _attention_init(layer, key, shape):
+    """``GlobalSelfAttention``'s params as the peer draws them: ``(W_Q or None, W_K, W_V,
+    W_out, b or None, pos_emb or None)`` from ``split(key, 6)`` in that order."""
+    _, p = jax.eval_shape(lambda k: layer.init(k, shape[1:]), key)
+    kq, kk, kv, ko, kb, kp = jax.random.split(key, 6)
+    q = jax.random.normal(kq, p["wq"].shape) if "wq" in p else None
+    b = (jax.random.normal(kb, (1,) * (len(shape) - 1) + p["b"].shape) if "b" in p
+         else None)
+    pos = jax.random.normal(kp, (1, *p["pos"].shape)) if "pos" in p else None
+    return (q, jax.random.normal(kk, p["wk"].shape), jax.random.normal(kv, p["wv"].shape),
+            jax.random.normal(ko, p["wo"].shape), b, pos)
 
 
 def _dropout(layer, keep: float, x, rng):

@@ -134,6 +134,10 @@ class KernelFn:
         if kwargs:
             raise CompatError(f"kernel_fn options {sorted(kwargs)} are not supported by "
                               "ntkdsl.compat")
+        if isinstance(x1, Kernel) or hasattr(x1, "nngp"):
+            raise CompatError("kernel_fn(kernel): feeding a Kernel back into kernel_fn is not "
+                              "supported by ntkdsl.compat; call kernel_fn on the inputs of "
+                              "the composed net (stax.serial(net_a, net_b)) instead")
         names, how = _parse_get(get)
         shape = tuple(np.shape(x1))
         if len(shape) < 2:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from ..compiler import layers as L
-from ..compiler.layers import REGISTRY
+from ..compiler.layers import REGISTRY, LayerArgError
 from ._nodes import (
     FanInNode,
     FanOutNode,
@@ -412,10 +412,45 @@ def _registered(*names: str):
     return None
 
 
-def GlobalSelfAttention(*args, **kwargs):
-    """Not supported yet: raises ``NotImplementedError``."""
-    raise unsupported("GlobalSelfAttention", "ntkdsl has no attention layer mapped into "
-                                             "ntkdsl.compat yet")
+def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_heads: int,
+                        linear_scaling: bool = True, W_key_std: float = 1.0,
+                        W_value_std: float = 1.0, W_query_std: float = 1.0,
+                        W_out_std: float = 1.0, b_std: float | None = None,
+                        attention_mechanism: str = "SOFTMAX", pos_emb_type: str = "NONE",
+                        pos_emb_p_norm: float = 2, pos_emb_decay_fn=None,
+                        n_chan_pos_emb: int | None = None, W_pos_emb_std: float = 1.0,
+                        val_pos_emb: bool = False, batch_axis: int = 0,
+                        channel_axis: int = -1):
+    """Multi-head self-attention over all positions (the peer's ``GlobalSelfAttention``),
+    as ntkdsl's ``SelfAttention``: one weight scale for queries, keys and values, one-hot
+    positional embeddings of the input's channel count added to queries and keys only."""
+    name = "GlobalSelfAttention"
+    _axes(name, batch_axis, channel_axis)
+    cls = _registered("SelfAttention")
+    if cls is None:
+        raise unsupported(name, "this ntkdsl has no SelfAttention layer")
+    if not W_key_std == W_value_std == W_query_std:
+        raise unsupported(name, f"W_key_std={W_key_std}, W_value_std={W_value_std}, "
+                                f"W_query_std={W_query_std}: ntkdsl's SelfAttention has one "
+                                "W_std for queries, keys and values")
+    pos = str(getattr(pos_emb_type, "name", pos_emb_type)).lower()
+    if pos != "none" and (pos_emb_decay_fn is not None or n_chan_pos_emb is not None
+                          or W_pos_emb_std != 1.0 or val_pos_emb):
+        raise unsupported(name, "positional embeddings other than the default one-hot ones "
+                                "(pos_emb_decay_fn=None, n_chan_pos_emb=None, "
+                                "W_pos_emb_std=1, val_pos_emb=False)")
+    b, extra = _bias(name, b_std, "ntk")
+    if extra:
+        raise unsupported(name, "b_std=0.0 (an unused bias); use b_std=None")
+    mech = str(getattr(attention_mechanism, "name", attention_mechanism)).lower()
+    try:
+        layer = cls(out=int(n_chan_out), heads=int(n_heads), key_size=int(n_chan_key),
+                    value_size=int(n_chan_val), mechanism=mech, W_std=float(W_key_std),
+                    W_out_std=float(W_out_std), b_std=b, positional=pos,
+                    linear_scaling=bool(linear_scaling))
+    except LayerArgError as err:
+        raise unsupported(name, err.message) from None
+    return StaxLayer(Leaf(name, lambda shape: layer, "attention"))
 
 
 def Aggregate(*args, **kwargs):
