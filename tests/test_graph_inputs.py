@@ -68,7 +68,7 @@ def test_tiles_and_repeated_rows_carry_the_adjacency(gnn):
     x[3] = x[1]  # same features, different graph
     x[4], a[4] = x[0], a[0]  # the same graph twice
     whole = gnn.kernel_fn(x, adjacency1=a)
-    for b in (1, 2, 3):
+    for b in (2, 3):  # 2: even tiles of the 5 rows plus a ragged one; 3: ragged
         tiled = gnn.kernel_fn(x, adjacency1=a, batch_size=b)
         for g in ("nngp", "ntk"):
             w, t = getattr(whole, g), getattr(tiled, g)
