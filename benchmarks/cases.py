@@ -33,4 +33,13 @@ CASES = {
         (512, 8, 8, 3),
         "3 x (Conv 3x3 SAME + Relu) + Flatten + Dense, 512 images 8x8x3",
     ),
+    "e": (
+        "net e { repeat 3 { Conv(64, 3, padding=SAME, W_std=" + W + ") ; Relu } AvgPool(2) "
+        "repeat 3 { Conv(64, 3, padding=SAME, W_std=" + W + "); Relu } AvgPool(2) "
+        "repeat 3 { Conv(64, 3, padding=SAME, W_std=" + W + "); Relu } GlobalAvgPool; "
+        "Dense(10, W_std=" + W + ") }",
+        (4, 32, 32, 3),
+        "Myrtle-10 (examples/specs/myrtle10.ntk): 3 x 3 Conv+Relu, AvgPool(2) between, GAP, "
+        "Dense(10); 4 images 32x32x3",
+    ),
 }

@@ -33,6 +33,9 @@ def net(case):
         layers = cr + cr + pool + cr + pool + cr + [stax.GlobalAvgPool(), stax.Dense(10, W, None)]
     elif case == "d":
         layers = conv_relu() * 3 + [stax.Flatten(), stax.Dense(1, W, None)]
+    elif case == "e":  # Myrtle-10 (examples/specs/myrtle10.ntk)
+        cr, pool = conv_relu(None) * 3, [stax.AvgPool((2, 2), (2, 2))]
+        layers = cr + pool + cr + pool + cr + [stax.GlobalAvgPool(), stax.Dense(10, W, None)]
     return stax.serial(*layers)[2]
 
 
