@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "examples/specs/fc_relu.ntk"
 NET = "fc3"
 PEER = ROOT / ".peer-venv/bin/python"
+NICE = int(os.environ.get("BENCH_NICE", "10"))  # the machine is shared
 
 
 def make_data(folder: Path, n: int, m: int, d: int = 8, seed: int = 0) -> None:
@@ -73,6 +74,9 @@ def _status(pid: int) -> dict:
 
 def run_monitored(cmd: list[str], env=None) -> dict:
     """Run ``cmd``; wall time, peak VmHWM / RssAnon / RssFile in MB, its stderr and stdout."""
+    import resource
+
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
@@ -91,8 +95,10 @@ def run_monitored(cmd: list[str], env=None) -> dict:
     out, err = proc.communicate()
     stop.set()
     th.join()
-    return {"rc": proc.returncode, "wall_s": time.perf_counter() - t0, "peak_mb": peak,
-            "stdout": out, "stderr": err}
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    return {"rc": proc.returncode, "wall_s": time.perf_counter() - t0, "cpu_s": cpu,
+            "peak_mb": peak, "stdout": out, "stderr": err}
 
 
 def _load_avg() -> str:
@@ -108,7 +114,8 @@ def cli(folder: Path, n: int, m: int, solver: str, options: str, storage: str, t
     np.save(sub / "y_train.npy", np.load(folder / "y_train.npy")[:n])
     np.save(sub / "x_test.npy", np.load(folder / "x_test.npy")[:m])
     out = folder / f"pred_{tag}.npz"
-    cmd = ["nice", "-n", "10", sys.executable, "-m", "ntkdsl", "predict", str(SPEC), "--net", NET,
+    cmd = ["nice", "-n", str(NICE), sys.executable, "-m", "ntkdsl", "predict", str(SPEC),
+           "--net", NET,
            "--x-train", str(sub / "x_train.npy"), "--y-train", str(sub / "y_train.npy"),
            "--x-test", str(sub / "x_test.npy"), "--time", times, "--loss", "mean",
            "--diag-reg", str(diag_reg), "--solver", solver, "--storage", storage,
@@ -121,7 +128,8 @@ def cli(folder: Path, n: int, m: int, solver: str, options: str, storage: str, t
                 "times": times, "diag_reg": diag_reg, "load_before": load0,
                 "load_after": _load_avg(), "output": str(out), "cmd": " ".join(cmd)})
     (folder / f"run_{tag}.json").write_text(json.dumps(rec, indent=1))
-    print(f"{tag}: rc {rec['rc']}, {rec['wall_s']:.1f} s, peak RSS {rec['peak_mb']['VmHWM']:.0f}"
+    print(f"{tag}: rc {rec['rc']}, {rec['wall_s']:.1f} s wall, {rec['cpu_s']:.1f} s CPU, "
+          f"peak RSS {rec['peak_mb']['VmHWM']:.0f}"
           f" MB (anon {rec['peak_mb']['RssAnon']:.0f}, file {rec['peak_mb']['RssFile']:.0f}), "
           f"load {load0} -> {rec['load_after']}")
     print(rec["stderr"].strip()[-3000:])
@@ -233,11 +241,11 @@ def peer(folder: Path, n: int, m: int, times: str, reg: float, which: str,
     for who in which.split(","):
         out = str(folder / f"bench_{who}_{n}.json")
         if who == "peer":
-            cmd = ["nice", "-n", "10", str(PEER), str(ROOT / "benchmarks/peer_predict.py"),
+            cmd = ["nice", "-n", str(NICE), str(PEER), str(ROOT / "benchmarks/peer_predict.py"),
                    str(kdir), str(n), str(m), times, str(reg), "ensemble", out]
         else:
             solver = "dense" if who == "dense" else "cg"
-            cmd = ["nice", "-n", "10", sys.executable, __file__, "_ours", str(kdir), str(n),
+            cmd = ["nice", "-n", str(NICE), sys.executable, __file__, "_ours", str(kdir), str(n),
                    str(m), times, str(reg), solver, options if who != "dense" else "", out]
         load0 = _load_avg()
         rec = run_monitored(cmd)
@@ -245,7 +253,8 @@ def peer(folder: Path, n: int, m: int, times: str, reg: float, which: str,
         if rec["rc"] == 0:
             rec["result"] = json.loads(Path(out).read_text())
         recs[who] = rec
-        print(f"{who} n={n}: rc {rec['rc']}, process {rec['wall_s']:.1f} s, peak RSS "
+        print(f"{who} n={n}: rc {rec['rc']}, process {rec['wall_s']:.1f} s wall "
+              f"{rec['cpu_s']:.1f} s CPU, peak RSS "
               f"{rec['peak_mb']['VmHWM']:.0f} MB, load {load0}; "
               f"{rec.get('result', rec['stderr'][-2000:])}")
     dense_npz = str(folder / f"bench_dense_{n}.npz")

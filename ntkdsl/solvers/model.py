@@ -68,8 +68,10 @@ def train_kernels_to_disk(model, x_train, gets, folder, *, dtype=np.float64,
     for i0 in range(0, n, b):
         i1 = min(n, i0 + b)
         with jax.enable_x64(True):
+            # batch_size b: every call is cut into b x b tiles (plus the same ragged
+            # edge), so the tile function compiles once, not once per block width
             k = model.kernel_fn(x[i0:i1], x[i0:], tuple(gets), dtype=np.float64,
-                                progress=False)
+                                batch_size=b, progress=False)
         for g in gets:
             tile = np.asarray(getattr(k, g))
             if not np.all(np.isfinite(tile)):
