@@ -189,6 +189,9 @@ class Evaluator:
             return expr.name
         if expr.name in BOOLEAN_WORDS:
             return BOOLEAN_WORDS[expr.name]
+        if expr.name == "pi":
+            # after the lookup, so a parameter or let of that name shadows it
+            return math.pi
         if expr.name in FUNCTIONS:
             raise self.error(f"'{expr.name}' is a function; call it as {expr.name}(...)",
                              expr.span)
