@@ -194,11 +194,26 @@ def test_cli_rejects_bad_solver_options(tmp_path):
     base = [sys.executable, "-m", "ntkdsl", "predict", f"{SPECS}/fc_relu.ntk", "--net", "fc1",
             "--x-train", str(tmp_path / "x.npy"), "--y-train", str(tmp_path / "y.npy"),
             "--x-test", str(tmp_path / "t.npy"), "--time", "10,inf", "--diag-reg", "1e-3"]
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))
     bad = subprocess.run([*base, "--solver", "cg", "--solver-options", "covariance=quick",
-                          "-o", str(tmp_path / "bad.npz")], capture_output=True, text=True)
+                          "-o", str(tmp_path / "bad.npz")], capture_output=True, text=True,
+                         env=env)
     assert bad.returncode == 2 and "covariance expected one of" in bad.stderr
     assert "Traceback" not in bad.stderr
     assert not (tmp_path / "bad.npz").exists()
+    assert list(tmp.iterdir()) == []
+
+
+def test_failure_after_tiling_leaves_no_kernel_folder(tmp_path):
+    from ntkdsl.solvers.model import iterative_model_predict_fn
+
+    model = ntkdsl.compile_file(f"{SPECS}/fc_relu.ntk", net="fc1")
+    x = np.random.default_rng(0).standard_normal((40, 3))
+    with pytest.raises(InputError, match="y_train"):
+        iterative_model_predict_fn(model, x, np.zeros((39, 1)), workdir=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

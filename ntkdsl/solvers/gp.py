@@ -94,7 +94,9 @@ class SolverOptions:
     ``covariance``: ``"solve"`` (test covariances from block solves, one column per
     test point) or ``"love"`` (one Lanczos decomposition for all test points,
     :mod:`.love`); ``love_tol``, ``love_rank``, ``love_samples``: its error-estimate
-    target, basis budget and the test points checked by accurate solves.
+    target, basis budget and the test points checked by accurate solves;
+    ``refine``: ``"auto"`` (float32-stored kernels of a model are refined against
+    a float64 matrix-free operator at ``t = inf``) or ``"off"``.
     """
 
     tol: float = 1e-10
@@ -105,6 +107,7 @@ class SolverOptions:
     love_tol: float = 1e-6
     love_rank: int = 1000
     love_samples: int = 8
+    refine: str = "auto"
 
     @classmethod
     def of(cls, options) -> SolverOptions:
@@ -120,6 +123,8 @@ class SolverOptions:
         if out.covariance not in COVARIANCES:
             raise InputError(f"solver options: covariance expected one of "
                              f"{', '.join(COVARIANCES)}, got {out.covariance!r}")
+        if out.refine not in ("auto", "off"):
+            raise InputError(f"solver options: refine expected auto or off, got {out.refine!r}")
         for name in ("tol", "love_tol"):
             value = getattr(out, name)
             if not (isinstance(value, (int, float)) and 0 < value < 1):

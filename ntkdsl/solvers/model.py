@@ -119,18 +119,18 @@ def iterative_model_predict_fn(model, x_train, y_train, *, kind: str = "ntk",
     gets = ("nngp", "ntk") if kind == "ntk" else ("nngp",)
     dtype = storage_dtype(storage, n, len(gets))
     folder = tempfile.mkdtemp(prefix="ntkdsl-kernels-", dir=workdir)
-    try:
+    try:  # any failure before the handle exists removes the folder (nothing else would)
         arrays = train_kernels_to_disk(model, x_train, gets, folder, dtype=dtype)
+        # float32 storage: t = inf solves refine against the kernel recomputed in float64
+        high = (MatrixFreeOperator(model, x_train, "ntk" if kind == "ntk" else "nngp")
+                if np.dtype(dtype) == np.float32 and options.refine == "auto" else None)
+        dyn = iterative_gradient_descent_mse_gp(
+            arrays["nngp"], y_train, ntk_train_train=arrays.get("ntk"), kind=kind,
+            learning_rate=learning_rate, diag_reg=diag_reg, loss=loss, solver=solver,
+            options=options, refine_with=high)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    # float32 storage: t = inf solves refine against the kernel recomputed in float64
-    high = (MatrixFreeOperator(model, x_train, "ntk" if kind == "ntk" else "nngp")
-            if np.dtype(dtype) == np.float32 else None)
-    dyn = iterative_gradient_descent_mse_gp(
-        arrays["nngp"], y_train, ntk_train_train=arrays.get("ntk"), kind=kind,
-        learning_rate=learning_rate, diag_reg=diag_reg, loss=loss, solver=solver,
-        options=options, refine_with=high)
     if high is not None and kind == "ntk":
         dyn.cov_nngp_op = MatrixFreeOperator(model, x_train, "nngp")
 
