@@ -188,11 +188,10 @@ def diag_quadrature(vals: Callable, *, n: int = NODES, rule: str = RULE) -> Call
     z_np, p_np = nodes(n, rule)
 
     def fn(s):
+        # all nodes in one vectorised call (an unrolled loop traced vals n times, slow to
+        # compile), in the input's dtype (numpy float64 nodes would promote float32)
         r = safe_sqrt(jnp.asarray(s))
-        out = jnp.zeros_like(r)
-        for j in range(n):
-            f, _ = vals(r * z_np[j])
-            out = out + p_np[j] * f * f
-        return out
+        f, _ = vals(r[..., None] * jnp.asarray(z_np, r.dtype))
+        return jnp.sum(jnp.asarray(p_np, r.dtype) * f * f, axis=-1)
 
     return fn
