@@ -316,6 +316,7 @@ def test_compile_file_takes_trainable(tmp_path):
     assert model.kernel_fn(X, get="ntk", params={"W": 1.0}).shape == (5, 5)
 
 
+@pytest.mark.slow
 def test_repeat_body_with_trainable_values():
     text = ("net f(W = 1.3, b = 0.2) { repeat 3 { Dense(8, W_std = W, b_std = b); Relu }\n"
             "Dense(1, W_std = W) }")
