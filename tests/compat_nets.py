@@ -183,6 +183,12 @@ def attention_positional(stax):
                        stax.GlobalAvgPool(), stax.Dense(1))
 
 
+def graph_aggregate(stax):
+    return stax.serial(stax.Dense(4, b_std=0.1), stax.Aggregate(), stax.Relu(),
+                       stax.Dense(3, W_std=1.3), stax.Aggregate(), stax.Erf(),
+                       stax.GlobalAvgPool(), stax.Dense(1))
+
+
 # ---- random nets ---------------------------------------------------------------------
 
 _ACTS = ("Relu", "Erf", "Gelu", "Sin", "LeakyRelu", "ABRelu", "Abs")
@@ -241,7 +247,8 @@ def random_cnn(seed: int, param: str):
 #: name -> (builder, input shape without the batch axis, options)
 #: options: "unit_rows" (rows scaled to |x|^2 = d), "no_11" (the peer's x1-x1 kernel is
 #: NaN at correlation 1: only the x1-x2 kernel is compared), "random_apply" (apply_fn
-#: draws dropout masks: outputs are not compared), "slow"
+#: draws dropout masks: called with rng=PRNGKey(3)), "graph" (inputs come with
+#: adjacency patterns)
 NETS: dict[str, tuple] = {
     "fc_dense_relu": (fc_dense_relu, (5,), ()),
     "fc_acts_relu_family": (fc_acts_relu_family, (5,), ()),
@@ -258,12 +265,13 @@ NETS: dict[str, tuple] = {
     "fc_standard": (fc_standard, (5,), ()),
     "cnn_conv_pool": (cnn_conv_pool, (6, 6, 2), ()),
     "cnn_transpose_local": (cnn_transpose_local, (3, 3, 2), ()),
-    "cnn_resize_circular": (cnn_resize_circular, (4, 4, 2), ("slow",)),
-    "cnn_resnet": (cnn_resnet, (5, 5, 2), ("slow",)),
+    "cnn_resize_circular": (cnn_resize_circular, (4, 4, 2), ()),
+    "cnn_resnet": (cnn_resnet, (5, 5, 2), ()),
     "cnn_layernorm": (cnn_layernorm, (5, 5, 2), ()),
     "cnn_1d_standard": (cnn_1d_standard, (8, 2), ()),
     "attention_softmax": (attention_softmax, (5, 3), ()),
     "attention_positional": (attention_positional, (3, 3, 2), ()),
+    "graph_aggregate": (graph_aggregate, (5, 3), ("graph",)),
 }
 for _s in (1, 2, 3):
     for _p in ("ntk", "standard"):
@@ -271,7 +279,7 @@ for _s in (1, 2, 3):
 for _s in (1, 2):
     for _p in ("ntk", "standard"):
         NETS[f"cnn_random_{_p}_{_s}"] = (random_cnn(10 + _s, _p), (5, 5, 2),
-                                         () if _s == 1 else ("slow",))
+                                         ())
 
 
 def inputs(name: str, shape: tuple[int, ...], options=()) -> tuple[np.ndarray, np.ndarray]:
@@ -284,6 +292,17 @@ def inputs(name: str, shape: tuple[int, ...], options=()) -> tuple[np.ndarray, n
         x1, x2 = (x * np.sqrt(d) / np.linalg.norm(x.reshape(len(x), -1), axis=1).reshape(
             (-1,) + (1,) * len(shape)) for x in (x1, x2))
     return x1, x2
+
+
+def patterns(name: str, x1: np.ndarray, x2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Random weighted directed graphs ``(n, nodes, nodes)`` for graph nets' inputs."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()) + 1)
+
+    def one(x):
+        n, nodes = x.shape[:2]
+        return (rng.random((n, nodes, nodes)) < 0.5) * rng.uniform(0.5, 1.5, (n, nodes, nodes))
+
+    return one(x1), one(x2)
 
 
 def structure(tree) -> str:

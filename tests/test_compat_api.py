@@ -33,7 +33,7 @@ def _fc():
     (lambda: stax.Conv(3, (2, 2), dimension_numbers=("NCHW", "OIHW", "NCHW")), "Conv"),
     (lambda: stax.AvgPool((2, 2), padding="SAME", normalize_edges=True), "AvgPool"),
     (lambda: stax.ImageResize((-1, 3, 3, -1), "cubic"), "ImageResize"),
-    (lambda: stax.Aggregate(), "Aggregate"),
+    (lambda: stax.Aggregate(implementation="SPARSE"), "Aggregate"),
     (lambda: stax.GlobalSelfAttention(2, 2, 2, 1, W_key_std=2.0), "GlobalSelfAttention"),
     (lambda: stax.GlobalSelfAttention(2, 2, 2, 1, linear_scaling=False),
      "GlobalSelfAttention"),
@@ -64,6 +64,8 @@ def test_unexpressible_nets_refuse_their_kernels():
 def test_kernel_fn_options_and_kernel_inputs_are_refused_not_ignored():
     _, _, kernel_fn = _fc()
     with pytest.raises(NotImplementedError, match="options"):
+        kernel_fn(X1, X2, "nngp", mask_constant=0.0)
+    with pytest.raises(NotImplementedError, match="Aggregate"):
         kernel_fn(X1, X2, "nngp", pattern=(None, None))
     with pytest.raises(NotImplementedError, match="Kernel back"):
         kernel_fn(kernel_fn(X1, X2))
@@ -100,7 +102,8 @@ def test_defaults_follow_the_peer():
     # Conv padding VALID, AvgPool strides 1, b_std None = no bias, Dropout rate = keep
     init_fn, _, _ = stax.serial(stax.Conv(3, (2, 2)), stax.AvgPool((2, 2)))
     out, params = init_fn(jax.random.PRNGKey(0), (-1, 5, 5, 2))
-    assert out == (-1, 3, 3, 3) and params[0][1] is None
+    assert out == (0, 3, 3, 3) and params[0][1] is None  # the peer's pooling reports batch 0
+    assert init_fn(jax.random.PRNGKey(0), (7, 5, 5, 2))[0] == (7, 3, 3, 3)
     spec = nt.to_spec(stax.serial(stax.Dense(4), stax.Dropout(0.8), stax.Dense(1)), (4,))
     assert f"Dropout(p = {1 - 0.8!r})" in spec
 

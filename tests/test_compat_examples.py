@@ -28,7 +28,12 @@ def _run(path: Path) -> dict:
     return env["RESULTS"]
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+#: the richest script (every predict function, Monte Carlo) runs with -m slow
+SLOW = {"predict_examples"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW
+                                  else p for p in EXAMPLES], ids=[p.stem for p in EXAMPLES])
 def test_example_gives_the_peers_numbers(path):
     text = path.read_text()
     assert "neural_tangents" not in text.replace("neural-tangents", "")

@@ -50,7 +50,9 @@ class Streams:
 
 
 def _split(key, n: int):
-    return jax.random.split(key, max(n, 1))
+    # jax 0.4's threefry bits (as the peer's stax.serial / parallel split their keys)
+    with jax.threefry_partitionable(False):
+        return jax.random.split(key, max(n, 1))
 
 
 def _batch_shape(shape) -> Shape:
@@ -79,7 +81,8 @@ class Leaf(Node):
     ``make(shape)`` returns the native layer for inputs of ``shape`` (no batch axis).
     ``kind``: ``"plain"`` (params ``()``), ``"affine"`` (params ``(W, b)``, ``b`` None
     without bias; ``bias_ndim`` axes of the native bias), ``"dropout"`` (params ``()``,
-    ``apply`` takes ``rng``), ``"attention"`` (the peer's six-tuple, see
+    ``apply`` takes ``rng``), ``"aggregate"`` (params ``()``, ``apply`` takes
+    ``pattern``), ``"attention"`` (the peer's six-tuple, see
     :func:`_attention_init`). ``extra_bias``: the peer keeps a bias array that does not
     enter (``b_std=0.0`` in the ntk parameterisation).
     """
@@ -90,6 +93,9 @@ class Leaf(Node):
     bias_ndim: int = 1
     extra_bias: bool = False
     keep: float = 1.0  # dropout: the keep probability
+    to_dense: Callable | None = None  # aggregate: the peer's pattern -> dense adjacency
+    #: the peer's pooling layers report a batch of -1 (any) as 0 in init_fn's output shape
+    zero_batch: bool = False
 
     def layer(self, shape: Shape) -> Layer | None:
         return self.make(tuple(shape))
@@ -109,7 +115,8 @@ class Leaf(Node):
         layer = self.layer(shape[1:])
         if layer is None:
             return shape, ()
-        out = (shape[0], *layer.out_shape(shape[1:]))
+        batch = 0 if self.zero_batch and shape[0] < 0 else shape[0]
+        out = (batch, *layer.out_shape(shape[1:]))
         if self.kind == "attention":
             return out, _attention_init(layer, key, shape)
         if self.kind != "affine":
@@ -141,6 +148,14 @@ class Leaf(Node):
             return layer.apply(p, x)
         if self.kind == "dropout":
             return _dropout(layer, self.keep, x, kwargs.get("rng"))
+        if self.kind == "aggregate":
+            from ..compiler.layers.graph import adjacency_scope
+
+            pattern = kwargs.get("pattern")
+            if pattern is None:  # the peer's identity adjacency
+                return x
+            with adjacency_scope(jnp.asarray(self.to_dense(pattern), x.dtype)):
+                return layer.apply((), x)
         if self.kind == "attention":
             q, k, v, o, b, pos = params
             p = {"wk": k, "wv": v, "wo": o}

@@ -131,6 +131,7 @@ class KernelFn:
         Returns:
             As neural-tangents; arrays are numpy float64 (jax arrays under ``jit``).
         """
+        pattern = kwargs.pop("pattern", None)
         if kwargs:
             raise CompatError(f"kernel_fn options {sorted(kwargs)} are not supported by "
                               "ntkdsl.compat")
@@ -150,8 +151,9 @@ class KernelFn:
                 "left): neural-tangents returns per-position kernels there, ntkdsl only "
                 "per-output kernels; end the net with Flatten() or GlobalAvgPool() and a "
                 "Dense readout")
+        adj = _adjacencies(built.net, pattern, x1, x2)
         wanted = tuple(g for g in ("nngp", "ntk") if g in names or how == "kernel")
-        arrays = self._kernels(built.net, x1, x2, wanted) if wanted else {}
+        arrays = self._kernels(built.net, x1, x2, wanted, adj) if wanted else {}
 
         def cov(i):
             x = x1 if i == 1 else x2
@@ -159,7 +161,8 @@ class KernelFn:
                 return None
             if x2 is None and "nngp" in arrays:
                 return _diag(arrays["nngp"])
-            return _diag(self._kernels(built.net, x, None, ("nngp",))["nngp"])
+            a = None if adj is None else (adj[i - 1], None)
+            return _diag(self._kernels(built.net, x, None, ("nngp",), a)["nngp"])
 
         out_shape = built.out_shape
         n2 = shape[0] if x2 is None else np.shape(x2)[0]
@@ -171,8 +174,11 @@ class KernelFn:
         values = tuple(getattr(k, g) for g in names)
         return values[0] if how == "single" else _named(names)(*values)
 
-    def _kernels(self, net: Net, x1, x2, gets: tuple[str, ...]) -> dict:
+    def _kernels(self, net: Net, x1, x2, gets: tuple[str, ...], adj=None) -> dict:
         if _is_traced(x1) or _is_traced(x2):
+            if adj is not None:
+                raise CompatError("kernel_fn with Aggregate under jit is not supported; "
+                                  "call it outside jit")
             from ..compiler.kernels import _tile_fn_cached
 
             n1 = x1.shape[0]
@@ -182,8 +188,32 @@ class KernelFn:
             return dict(zip(gets, outs))
         from ..model import Model
 
-        k = Model(net).kernel_fn(x1, x2, gets, batch_size=self.batch_size)
+        extra = {} if adj is None else {"adjacency1": adj[0], "adjacency2": adj[1]}
+        k = Model(net).kernel_fn(x1, x2, gets, batch_size=self.batch_size, **extra)
         return {g: getattr(k, g) for g in gets}
+
+
+def _aggregate_leaves(net: Net):
+    return [layer for layer in net.walk() if getattr(layer, "uses_adjacency", False)]
+
+
+def _adjacencies(net: Net, pattern, x1, x2):
+    """The peer's ``pattern=(p1, p2)`` as ntkdsl's adjacencies (``None``: identity)."""
+    if not _aggregate_leaves(net):
+        if pattern is not None:
+            raise CompatError("kernel_fn(pattern=...) is for nets with Aggregate")
+        return None
+    p1, p2 = pattern if isinstance(pattern, tuple | list) else (pattern, None)
+
+    def dense(p, x):
+        if x is None:
+            return None
+        if p is None:
+            n, nodes = np.shape(x)[:2]
+            return np.broadcast_to(np.eye(nodes), (n, nodes, nodes))
+        return np.asarray(p)
+
+    return dense(p1, x1), dense(p2 if x2 is not None else None, x2)
 
 
 def _diag(a):

@@ -147,7 +147,7 @@ def _pool(name: str, cls, window_shape, strides, padding) -> StaxLayer:
     window = as_tuple(window_shape)
     st = as_tuple(strides) if strides else (1,) * len(window)
     layer = cls(window=window, strides=st, padding=_padding(padding))
-    return _plain(name, layer)
+    return StaxLayer(Leaf(name, lambda shape: layer, zero_batch=True))
 
 
 def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -453,9 +453,25 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
     return StaxLayer(Leaf(name, lambda shape: layer, "attention"))
 
 
-def Aggregate(*args, **kwargs):
-    """Not supported yet: raises ``NotImplementedError``."""
-    raise unsupported("Aggregate", "graph aggregation is not mapped into ntkdsl.compat yet")
+def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
+              to_dense: Callable | None = lambda p: p, implementation: str = "DENSE"):
+    """Graph aggregation ``y[j] = sum_i pattern[i, j] x[i]`` over node features
+    ``(N, nodes, C)``; the graphs come as ``kernel_fn(..., pattern=(p1, p2))`` and
+    ``apply_fn(..., pattern=p)`` (dense ``(N, nodes, nodes)``; ``None``: the identity)."""
+    _axes("Aggregate", batch_axis, channel_axis)
+    cls = _registered("Aggregate")
+    if cls is None:
+        raise unsupported("Aggregate", "this ntkdsl has no Aggregate layer")
+    impl = str(getattr(implementation, "value", implementation)).upper()
+    if impl != "DENSE":
+        raise unsupported("Aggregate", f"implementation={implementation!r}: only DENSE "
+                                       "(an (N, nodes, nodes) adjacency)")
+    if aggregate_axis not in (None, 1, (1,), [1]):
+        raise unsupported("Aggregate", f"aggregate_axis={aggregate_axis}: ntkdsl aggregates "
+                                       "the one node axis of (N, nodes, channels) inputs")
+    layer = cls()
+    return StaxLayer(Leaf("Aggregate", lambda shape: layer, "aggregate",
+                          to_dense=to_dense or (lambda p: p)))
 
 
 def _refuse(name: str, why: str):

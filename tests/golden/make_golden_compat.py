@@ -45,9 +45,14 @@ def write_net(name: str) -> None:
     build, shape, options = compat_nets.NETS[name]
     x1, x2 = compat_nets.inputs(name, shape, options)
     init_fn, apply_fn, kernel_fn = build(stax)
-    k12 = kernel_fn(x1, x2, ("nngp", "ntk"))
-    k11 = kernel_fn(x1, None, ("nngp", "ntk"))
-    cov1, cov2 = kernel_fn(x1, x2, ("cov1", "cov2"))
+    kw12, kw11, kw_apply, extra = {}, {}, {}, {}
+    if "graph" in options:
+        p1, p2 = compat_nets.patterns(name, x1, x2)
+        kw12, kw11, kw_apply = {"pattern": (p1, p2)}, {"pattern": (p1, p1)}, {"pattern": p1}
+        extra = {"pattern1": p1, "pattern2": p2}
+    k12 = kernel_fn(x1, x2, ("nngp", "ntk"), **kw12)
+    k11 = kernel_fn(x1, None, ("nngp", "ntk"), **kw11)
+    cov1, cov2 = kernel_fn(x1, x2, ("cov1", "cov2"), **kw12)
     out_shape, params = init_fn(jax.random.PRNGKey(0), (-1, *shape))
     leaves = jax.tree_util.tree_leaves(params)
     data = dict(
@@ -56,9 +61,10 @@ def write_net(name: str) -> None:
         cov1=np.asarray(cov1), cov2=np.asarray(cov2),
         out_shape=np.asarray(out_shape), structure=compat_nets.structure(params),
         n_leaves=len(leaves), peer=neural_tangents.__version__, jax=jax.__version__,
-        **{f"leaf_{i}": np.asarray(v) for i, v in enumerate(leaves)})
-    if "random_apply" not in options:
-        data["apply"] = np.asarray(apply_fn(params, x1))
+        **extra, **{f"leaf_{i}": np.asarray(v) for i, v in enumerate(leaves)})
+    if "random_apply" in options:  # dropout masks from a fixed key
+        kw_apply["rng"] = jax.random.PRNGKey(3)
+    data["apply"] = np.asarray(apply_fn(params, x1, **kw_apply))
     for key in ("nngp_12", "ntk_12", "nngp_11", "ntk_11"):
         if not np.isfinite(data[key]).all() and not (key.endswith("11") and "no_11" in options):
             raise SystemExit(f"{name}: the peer's {key} is not finite")
