@@ -2,8 +2,9 @@
 
 Each measurement runs in a fresh Python process (so nothing is cached: no jit
 cache, no compiled tile functions) and times the first ``kernel_fn(x)`` call
-(NNGP and NTK, float64: tracing, compiling and running), then a second call
-(running only), and reports the process's peak resident memory.
+(NNGP and NTK, float64: tracing, compiling and running) in wall-clock and CPU
+seconds (the CPU time is the fairer number on a shared, loaded machine), then a
+second call (running only), and reports the process's peak resident memory.
 
 Nets:
 
@@ -58,14 +59,15 @@ else:
            "GlobalAvgPool  Dense(1) }")
     x = np.random.default_rng(0).standard_normal((4, 8, 8, 3))
 m = ntkdsl.compile(src)
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 k = m.kernel_fn(x)
-t_first = time.perf_counter() - t0
+t_first, c_first = time.perf_counter() - t0, time.process_time() - c0
 t0 = time.perf_counter()
 k = m.kernel_fn(x)
 t_second = time.perf_counter() - t0
 assert np.isfinite(k.ntk).all() and k.nngp.dtype == np.float64
-print(json.dumps({"import": t_import, "first": t_first, "second": t_second,
+print(json.dumps({"import": t_import, "first": t_first, "first_cpu": c_first,
+                  "second": t_second,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "ntk00": float(k.ntk[0, 0]), "jax": jax.__version__}))
 """
@@ -83,27 +85,34 @@ t_import = time.perf_counter() - t0
 w = 2 ** 0.5
 if case == "fc":
     block = stax.serial(stax.Dense(512, W_std=w), stax.Relu())
-    head, tail = [], [stax.Dense(1)]
+    tail = [stax.Dense(1)]
     x = np.random.default_rng(0).standard_normal((8, 16))
 else:
     block = stax.serial(stax.Conv(64, (3, 3), padding="SAME", W_std=w), stax.Relu())
-    # stax.repeat needs a body that keeps the shape: the first iteration (3 -> 64
-    # channels) is written out, as ntkdsl peels it
-    head, tail = [block], [stax.GlobalAvgPool(), stax.Dense(1)]
-    depth -= 1
+    tail = [stax.GlobalAvgPool(), stax.Dense(1)]
     x = np.random.default_rng(0).standard_normal((4, 8, 8, 3))
-_, _, kernel_fn = stax.serial(*head, stax.repeat(block, depth), *tail)
+# stax.repeat needs a body that keeps the shape: the first iteration (16 -> 512
+# features, 3 -> 64 channels) is written out, as ntkdsl peels it
+if case == "fc":
+    layers = [block, stax.repeat(block, depth - 1)]
+else:
+    # a stax Conv flips the kernel's spatial axis order (its is_reversed flag), so a
+    # one-conv body changes the scan carry's structure: repeat pairs of blocks
+    layers = [block, stax.repeat(stax.serial(block, block), (depth - 1) // 2)]
+    layers += [block] * ((depth - 1) % 2)
+_, _, kernel_fn = stax.serial(*layers, *tail)
 kernel_fn = jax.jit(kernel_fn, static_argnames="get")
 x = jax.numpy.asarray(x, dtype=jax.numpy.float64)
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 k = kernel_fn(x, None, ("nngp", "ntk"))
 k = [np.asarray(a) for a in k]
-t_first = time.perf_counter() - t0
+t_first, c_first = time.perf_counter() - t0, time.process_time() - c0
 t0 = time.perf_counter()
 k = [np.asarray(a) for a in kernel_fn(x, None, ("nngp", "ntk"))]
 t_second = time.perf_counter() - t0
 assert k[1].dtype == np.float64
-print(json.dumps({"import": t_import, "first": t_first, "second": t_second,
+print(json.dumps({"import": t_import, "first": t_first, "first_cpu": c_first,
+                  "second": t_second,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "ntk00": float(k[1][0, 0]),
                   "jax": jax.__version__, "nt": neural_tangents.__version__}))
@@ -126,7 +135,9 @@ def run_one(impl: str, case: str, depth: int, args) -> dict:
         return {"error": f"timed out after {args.timeout} s"}
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "JAX_TRACEBACK" not in ln
+                 and not ln.startswith("---")]
+        return {"error": lines[-1] if lines else "failed"}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["process"] = wall
     return out
@@ -157,14 +168,15 @@ def main() -> None:
             print(case, depth, impl, json.dumps(r), f"load {os.getloadavg()[0]:.1f}",
                   flush=True)
     print(f"load average after: {os.getloadavg()}")
-    print("\n| net | depth | implementation | first call (s) | second call (s) | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| net | depth | implementation | first call (s) | its CPU time (s) | second call (s) "
+          "| peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|")
     for case, depth, impl, r in rows:
         if "error" in r:
-            print(f"| {case} | {depth} | {impl} | {r['error']} | | |")
+            print(f"| {case} | {depth} | {impl} | {r['error']} | | | |")
         else:
-            print(f"| {case} | {depth} | {impl} | {r['first']:.2f} | {r['second']:.3f} | "
-                  f"{r['rss_mb']:.0f} |")
+            print(f"| {case} | {depth} | {impl} | {r['first']:.2f} | {r['first_cpu']:.2f} | "
+                  f"{r['second']:.3f} | {r['rss_mb']:.0f} |")
 
 
 if __name__ == "__main__":
