@@ -65,10 +65,36 @@ class _Tap:
         return y
 
 
+class _Unrolled:
+    """A ``repeat`` whose finite net scans over stacked params, applied iteration by iteration.
+
+    Inside a ``lax.scan`` a tap would see one traced iteration for all of them; unrolled,
+    every iteration has its own taps (the params and the arithmetic are the same).
+    """
+
+    def __init__(self, node, body, count: int, taps: list):
+        self.node = node
+        self.iterations = [_tap_tree(body, taps) for _ in range(count)]
+
+    def __getattr__(self, name):
+        return getattr(self.node, name)
+
+    def apply(self, params, x):
+        peeled, stacked = params
+        for it, p in zip(self.iterations, peeled):
+            x = it.apply(p, x)
+        for j, it in enumerate(self.iterations[len(peeled):]):
+            x = it.apply(jax.tree_util.tree_map(lambda a, j=j: a[j], stacked), x)
+        return x
+
+
 def _tap_tree(node, taps: list):
     """A copy of the layer tree with every leaf layer wrapped in a :class:`_Tap`."""
     if node is None:
         return None
+    rep = node.repetition() if hasattr(node, "repetition") else None
+    if rep is not None:  # a repeat (layers/repeat.py): (peeled, stacked) params
+        return _Unrolled(node, rep[0], rep[1], taps)
     if getattr(node, "combine", None) is None:
         tap = _Tap(node, len(taps))
         taps.append(tap)
@@ -189,8 +215,6 @@ def structured_cost(net: Net, params, x1, x2) -> tuple[int, int] | None:
     ``n1 n2 O |theta|``; bytes the per-example layer gradients ``(n1 + n2) O |theta|``
     and the signals of every layer's output.
     """
-    if any(layer.repetition() is not None for layer in net.walk()):
-        return None  # a repeat's loop applies its body's layers once per iteration
     body, taps = _tapped(net)
     seen: dict = {}
 

@@ -24,6 +24,9 @@ SPECS = {
                  "Relu; Dense(2, W_std=1.1, b_std=0.2) }", (5,)),
     "product": ("net p { Dense(5, b_std=0.1); Relu; Product { Dense(3) } { Dense(3, b_std=0.2) } "
                 "Dense(1) }", (4,)),
+    "repeat_fc": ("net r { repeat 3 { Dense(6, W_std=1.5, b_std=0.1); Relu } Dense(2) }", (4,)),
+    "repeat_conv": ("net q { Dense(4, b_std=0.1); Relu; Dense(3); repeat 2 { Conv(3, 2, "
+                    "padding=SAME, b_std=0.1); Erf } Flatten; Dense(2) }", (4, 3, 4)),
     "cnn_spatial_dense": ("net s { Conv(3, 2, padding=SAME, b_std=0.1); Relu; Dense(4, b_std=0.2); "
                           "Erf; GlobalAvgPool; Dense(3) }", (4, 3, 2)),
 }
