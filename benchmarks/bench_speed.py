@@ -330,6 +330,8 @@ def main() -> None:
     ap.add_argument("--chunk-exponents", type=lambda v: [int(e) for e in v.split(",")],
                     default=[14, 16, 18, 20, 22, 24, 26],
                     help="the 'chunks' row: chunk sizes 2^e to try")
+    ap.add_argument("--peer-impls", dest="peer_impls_arg", default="",
+                    help="the peer's empirical implementations per net, e.g. 'fc=3;cnn=1,3'")
     ap.add_argument("--quick", action="store_true", help="1 rep, cases a and b, CNN only")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -349,6 +351,9 @@ def main() -> None:
     args.empirical = [e for e in args.empirical.split(",") if e]
     # the peer's Jacobian contraction of the FC net needs 256 x 8.5M params x 8 B = 17 GB
     args.peer_impls = {"fc": (2, 3), "cnn": (1, 2, 3)}
+    for item in filter(None, args.peer_impls_arg.split(";")):
+        net, impls = item.split("=")
+        args.peer_impls[net] = tuple(int(i) for i in impls.split(","))
     import jax
     import jaxlib
 
