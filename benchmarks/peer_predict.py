@@ -54,6 +54,7 @@ def main():
 
     x_train = np.arange(n, dtype=np.float64)[:, None]
     x_test = (n + np.arange(m, dtype=np.float64))[:, None]
+    c0 = time.process_time()
     t0 = time.perf_counter()
     if mode == "ensemble":
         fn = nt.predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y, diag_reg=reg)
@@ -67,10 +68,11 @@ def main():
     mean = np.asarray(mean)
     cov = np.asarray(cov)
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     np.savez(out.replace(".json", ".npz"), mean=mean, cov=cov)
-    rec = {"wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-           / 1024, "jax": jax.__version__, "nt": nt.__version__ if hasattr(nt, "__version__")
-           else "0.6.5"}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rec = {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak, "jax": jax.__version__,
+           "nt": getattr(nt, "__version__", "0.6.5")}
     with open(out, "w") as f:
         json.dump(rec, f)
     print(json.dumps(rec))
