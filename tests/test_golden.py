@@ -90,9 +90,11 @@ def test_goldens_cover_the_language() -> None:
     assert len(GOLDENS) >= 24, f"only {len(GOLDENS)} goldens in {GOLDEN_DIR}"
     assert SLOW <= {p.stem for p in GOLDENS}, "SLOW names a golden that does not exist"
     # the branch statements' goldens live in golden/branches (test_branches_golden.py),
-    # Aggregate's in golden/graph (test_graph_golden.py)
-    goldens = [_load(p) for p in [*GOLDENS, *sorted((GOLDEN_DIR / "branches").glob("*.npz")),
-                                  *sorted((GOLDEN_DIR / "graph").glob("*.npz"))]]
+    # Aggregate's in golden/graph (test_graph_golden.py), SelfAttention's in
+    # golden/attention (test_attention_golden.py)
+    goldens = [_load(p) for p in [*GOLDENS,
+                                  *(p for d in ("branches", "graph", "attention")
+                                    for p in sorted((GOLDEN_DIR / d).glob("*.npz")))]]
     specs = "\n".join(str(g["spec"]) for g in goldens)
     for name in BUILTINS:
         if name in NOT_IN_PEER:
