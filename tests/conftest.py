@@ -7,14 +7,23 @@
 * The default-run tests that take the longest (measured with ``--durations``) are
   listed in ``slow_tests.txt`` and get the ``slow`` mark, so they run with ``-m slow``
   (``make test-all``) like the tests marked in their own files.
+* ntkdsl's on-disk compile cache goes to a folder of this run (shared by its xdist
+  workers and the CLI subprocesses they start), never the user's ``~/.cache/ntkdsl``;
+  a ``NTKDSL_CACHE_DIR`` already set is kept.
 """
 
+import os
 import pathlib
+import tempfile
 
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+os.environ.setdefault("NTKDSL_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"ntkdsl-test-cache-{_RUN}"))
 
 _SLOW = {line.strip() for line in
          (pathlib.Path(__file__).parent / "slow_tests.txt").read_text().splitlines()
