@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkdsl.compiler.layers import Dense
+from ntkdsl.compiler.layers.repeat import Repeat
+from ntkdsl.model import Model
 from ntkdsl.training import init_ensemble, train
 
 # the paper's slopes; for the kernel, -1/2 is the theorem's bound (the paper's fig. 1
@@ -31,53 +33,45 @@ CLAIMS = {"input": -0.5, "intermediate": -1.0, "output": -0.5, "ntk": -0.5}
 
 
 def layer_ntk(net, params, x):
-    """The empirical NTK of a Serial of Dense and pointwise layers, one layer at a time.
+    """The empirical NTK of the net at ``params``, one layer at a time.
 
     A Dense layer ``z = s_w h W + s_b b`` contributes
     ``s_w^2 (h(x) . h(x')) (delta(x) . delta(x')) + s_b^2 (delta(x) . delta(x'))``
     with ``delta = df / dz`` (one backward pass for all rows), so the kernel of a
-    very wide net costs ``n^2 * width`` instead of ``n^2 * params`` (the generic
-    :func:`ntkdsl.empirical_ntk`, which checks this at the smallest width).
-    This is why the script does not let :func:`ntkdsl.training.train` record the NTK
-    change (``ntk_points``): its generic kernel of fc3 at width 2048 (8M parameters)
-    is too slow and too large for 2 CPU cores.
+    very wide net costs ``n^2 * width`` instead of ``n^2 * params``: ntkdsl's
+    ``implementation="structured"``. This is why the script does not let
+    :func:`ntkdsl.training.train` record the NTK change (``ntk_points``): its
+    generic kernel of fc3 at width 2048 (8M parameters) is too slow and too large
+    for 2 CPU cores.
     """
-    layers = net.body.layers
-    dense = [i for i, layer in enumerate(layers) if isinstance(layer, Dense)]
+    return Model(net).empirical_ntk(params, x, implementation="structured")
 
-    def forward(eps):
-        h, inputs = x, {}
-        for i, (layer, p) in enumerate(zip(layers, params)):
-            if i in eps:
-                inputs[i] = h
-                h = layer.apply(p, h) + eps[i]
-            else:
-                h = layer.apply(p, h)
-        return jnp.sum(h), inputs
 
-    shapes = {}
-    h = x
-    for i, (layer, p) in enumerate(zip(layers, params)):
-        h = layer.apply(p, h)
-        if i in dense:
-            shapes[i] = h.shape
-    eps = {i: jnp.zeros(s, x.dtype) for i, s in shapes.items()}
-    deltas, inputs = jax.grad(forward, has_aux=True)(eps)
-    theta = 0.0
-    for i in dense:
-        layer = layers[i]
-        fan_in = inputs[i].shape[-1]
-        ntk_param = layer.parameterization == "ntk"
-        sw = layer.W_std**2 / fan_in if ntk_param else 1.0
-        sb = (layer.b_std**2 if ntk_param else 1.0) if layer.b_std != 0 else 0.0
-        dd = deltas[i] @ deltas[i].T
-        theta = theta + sw * (inputs[i] @ inputs[i].T) * dd + sb * dd
-    return theta
+def leaf_params(layer, params):
+    """``(layer, params)`` for every leaf layer of the unrolled net, in order.
+
+    A ``repeat`` keeps its iterations' params as ``(peeled, stacked)`` (the
+    iterations before the body keeps the shape, then the rest stacked on a leading
+    axis), so they are indexed back into one params tuple per iteration.
+    """
+    if isinstance(layer, Repeat):
+        peeled, stacked = params
+        iterations = list(peeled)
+        if stacked != ():
+            iterations += [jax.tree_util.tree_map(lambda a, j=j: a[j], stacked)
+                           for j in range(layer.count - len(peeled))]
+        for p in iterations:
+            yield from leaf_params(layer.body, p)
+    elif layer.combine == "sequence":
+        for child, p in zip(layer.layers, params):
+            yield from leaf_params(child, p)
+    else:
+        yield layer, params
 
 
 def weight_groups(net, params):
     """The weight matrices ``w`` of the Dense layers, grouped as input / intermediate / output."""
-    ws = [p["w"] for layer, p in zip(net.body.layers, params) if isinstance(layer, Dense)]
+    ws = [p["w"] for layer, p in leaf_params(net.body, params) if isinstance(layer, Dense)]
     groups = {"input": ws[:1], "output": ws[-1:]}
     if len(ws) > 2:
         groups["intermediate"] = ws[1:-1]

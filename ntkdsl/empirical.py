@@ -204,14 +204,14 @@ def _choose(apply_fn: ApplyFn, params, x1, x2, implementation: str, batch_size: 
     """The implementation and row tile size: the Jacobian while it fits the budget."""
     if implementation not in IMPLEMENTATIONS:
         raise InputError(f"expected implementation in {IMPLEMENTATIONS}, got {implementation!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size <= 0):
+        raise InputError(f"expected batch_size a positive int or None, got {batch_size!r}")
     if implementation in ("auto", "structured"):
         use, size = _choose_structured(_net_from(apply_fn), params, x1, x2, implementation,
                                        batch_size)
         if use:
             return "structured", size
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size <= 0):
-        raise InputError(f"expected batch_size a positive int or None, got {batch_size!r}")
     n = x1.shape[0] + (0 if x2 is None else x2.shape[0])
     itemsize = jnp.dtype(jnp.result_type(float)).itemsize
     n_par = _n_params(params)

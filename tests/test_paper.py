@@ -41,6 +41,19 @@ def outputs(tmp_path: Path, stem: str) -> dict:
 
 # -- default suite: cheap ---------------------------------------------------------------
 
+def test_weight_groups_see_every_dense_layer_of_a_repeat():
+    """fc3's hidden layers live in a repeat (params (peeled, stacked)): all four count."""
+    fig1 = script("fig1_weight_change")
+    import jax
+
+    c = script("_common")
+    m = c.model("fc_relu.ntk", "fc3", width=8)
+    p = m.init(jax.random.PRNGKey(0), (5,))
+    g = fig1.weight_groups(m.net, p)
+    shapes = {k: [tuple(w.shape) for w in v] for k, v in g.items()}
+    assert shapes == {"input": [(5, 8)], "intermediate": [(8, 8), (8, 8)], "output": [(8, 1)]}
+
+
 def test_layer_ntk_matches_generic_empirical_ntk():
     fig1 = script("fig1_weight_change")
     import jax

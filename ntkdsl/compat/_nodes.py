@@ -391,4 +391,5 @@ class Built:
 
 
 def as_tuple(v: Sequence[int] | int) -> tuple[int, ...]:
+    """An int or a sequence of ints (a stax window, stride or shape) as a tuple of ints."""
     return tuple(int(a) for a in v) if isinstance(v, Sequence) else (int(v),)
