@@ -21,7 +21,7 @@ def _literal(v) -> str:
         inner = ", ".join(_literal(a) for a in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
     if isinstance(v, bool):
-        raise InputError(f"cannot write the boolean {v!r} in a spec")
+        return "true" if v else "false"
     return repr(v)
 
 

@@ -97,6 +97,8 @@ class ShapeError(ValueError):
 
 
 def _fmt(v: object, short: bool) -> str:
+    if isinstance(v, bool):  # as a spec writes it
+        return "true" if v else "false"
     return f"{v:.6g}" if short and isinstance(v, float) else repr(v)
 
 
