@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkdsl.compiler.layers import Dense
-from ntkdsl.compiler.layers.repeat import Repeat
+from ntkdsl.compiler.network import leaf_params
 from ntkdsl.model import Model
 from ntkdsl.training import init_ensemble, train
 
@@ -45,28 +45,6 @@ def layer_ntk(net, params, x):
     for 2 CPU cores.
     """
     return Model(net).empirical_ntk(params, x, implementation="structured")
-
-
-def leaf_params(layer, params):
-    """``(layer, params)`` for every leaf layer of the unrolled net, in order.
-
-    A ``repeat`` keeps its iterations' params as ``(peeled, stacked)`` (the
-    iterations before the body keeps the shape, then the rest stacked on a leading
-    axis), so they are indexed back into one params tuple per iteration.
-    """
-    if isinstance(layer, Repeat):
-        peeled, stacked = params
-        iterations = list(peeled)
-        if stacked != ():
-            iterations += [jax.tree_util.tree_map(lambda a, j=j: a[j], stacked)
-                           for j in range(layer.count - len(peeled))]
-        for p in iterations:
-            yield from leaf_params(layer.body, p)
-    elif layer.combine == "sequence":
-        for child, p in zip(layer.layers, params):
-            yield from leaf_params(child, p)
-    else:
-        yield layer, params
 
 
 def weight_groups(net, params):

@@ -208,3 +208,22 @@ def test_check_and_explain_show_the_unrolled_layers():
                           "GlobalAvgPool; Dense(1) }")
     assert summarize(rep.net, (5, 5, 2)) == summarize(flat.net, (5, 5, 2))
     assert explain(rep.net) == explain(flat.net)
+
+
+def test_leaf_params_index_every_iteration_out_of_a_repeat():
+    """network.leaf_params gives each leaf layer its own params, as the unrolled net has them."""
+    import jax
+
+    from ntkdsl.compiler.network import leaf_params
+
+    src = "net n { Input((3,)); Dense(5); repeat 4 { Dense(5); Relu }; Dense(1) }"
+    m = ntkdsl.compile(src)
+    p = m.init(jax.random.PRNGKey(0), (3,))
+    pairs = list(leaf_params(m.net.body, p))
+    assert [type(layer).__name__ for layer, _ in pairs] == (
+        ["Dense"] + ["Dense", "Relu"] * 4 + ["Dense"])
+    x = np.random.default_rng(0).normal(size=(2, 3))
+    h = x
+    for layer, q in pairs:
+        h = layer.apply(q, h)
+    np.testing.assert_allclose(np.asarray(h), np.asarray(m.apply(p, x)), rtol=1e-12, atol=0)

@@ -136,3 +136,28 @@ def apply(net: Net, params: Params, x, adjacency=None) -> jax.Array:
         return net.body.apply(params, x)
     with adjacency_scope(graphs):
         return net.body.apply(params, x)
+
+
+def leaf_params(layer, params):
+    """``(layer, params)`` for every leaf layer of the unrolled net, in order.
+
+    Arguments:
+        layer: a layer of the graph, e.g. ``model.net.body``.
+        params: its params from ``init`` (a ``repeat``'s are ``(peeled, stacked)``;
+            each iteration's are indexed back out here).
+
+    Returns:
+        A generator of ``(leaf_layer, leaf_params)`` pairs, sequences and repeats
+        unrolled; branch statements are leaves.
+    """
+    if layer.combine == "sequence":
+        steps = (layer.iteration_params(params) if hasattr(layer, "iteration_params")
+                 else None)
+        if steps is not None:
+            for p in steps:
+                yield from leaf_params(layer.body, p)
+            return
+        for child, p in zip(layer.layers, params):
+            yield from leaf_params(child, p)
+    else:
+        yield layer, params

@@ -94,6 +94,13 @@ class Repeat(Serial):
             stacked = jax.vmap(lambda kk: body.init(kk, s)[1])(keys[peel:])
         return tuple(shape), (tuple(peeled), stacked)
 
+    def iteration_params(self, params: tuple) -> list:
+        """The params of each iteration in order, as the body's own (a Serial's tuple)."""
+        peeled, stacked = params
+        rest = self.count - len(peeled)
+        return [*peeled, *(jax.tree_util.tree_map(lambda a, j=j: a[j], stacked)
+                           for j in range(rest if stacked != () else 0))]
+
     def apply(self, params: tuple, x):
         """The peeled iterations, then a scan over the stacked params."""
         peeled, stacked = params
