@@ -332,6 +332,13 @@ class IterativeGPDynamics:
             times = uniq
         rhs = np.concatenate([self.y_train, th_tx.T], axis=1)
         acts = self.system.apply(rhs, times, self.factors, self.solver, info)
+        ka = {}
+        if self.kind == "ntk":
+            # K A_t^T for every time in one product: one pass over K (a recomputation of
+            # it for a matrix-free K), not one per time
+            prod = self.cov_nngp_op.matmat(
+                np.concatenate([acts[float(t)][1][:, k:] for t in uniq], axis=1))
+            ka = {float(t): prod[:, i * m:(i + 1) * m] for i, t in enumerate(uniq)}
         means, covs = [], []
         for ti in tt:
             h = acts[float(ti)][1]
@@ -341,7 +348,7 @@ class IterativeGPDynamics:
             else:
                 at = h[:, k:]  # A_t^T, (n, m)
                 cross = k_tx @ at
-                cov = k_tt + at.T @ self.cov_nngp_op.matmat(at) - cross - cross.T
+                cov = k_tt + at.T @ ka[float(ti)] - cross - cross.T
             covs.append((cov + cov.T) / 2)
         mean = np.stack(means).reshape(*t_arr.shape, m, k)
         cov = np.stack(covs).reshape(*t_arr.shape, m, m) if want_cov else None

@@ -21,6 +21,7 @@ import numpy as np
 from ..diagnostics import InputError
 from .gp import iterative_gradient_descent_mse_gp
 from .operators import MatrixFreeOperator, available_memory
+from .tiles import prepared_rows, tile_side, upper_tiles
 
 STORAGES = ("auto", "float32", "float64")
 
@@ -42,48 +43,56 @@ def storage_dtype(storage: str, n: int, n_kernels: int):
 
 
 def train_kernels_to_disk(model, x_train, gets, folder, *, dtype=np.float64,
-                          block_rows: int | None = None) -> dict:
-    """Compute ``K(X, X)`` for each of ``gets`` into ``folder/<get>.npy``, block by block.
+                          block_rows: int | None = None, progress: bool | None = None) -> dict:
+    """Compute ``K(X, X)`` for each of ``gets`` into ``folder/<get>.npy``, band by band.
 
-    Only the tiles ``(I, J >= I)`` are computed; each row block is completed from the
-    transposed column strip of the rows above and written as whole rows.
+    Only the tiles ``(I, J >= I)`` are computed (:func:`.tiles.upper_tiles`); each band
+    of rows is completed from the transposed column strip of the bands above and
+    written as whole rows.
 
     Arguments:
         model: a compiled :class:`ntkdsl.Model`; x_train: ``(n, ...)`` inputs.
         gets: ``("nngp",)`` or ``("nngp", "ntk")``.
         folder: where the ``.npy`` files go.
         dtype: storage dtype (tiles are computed in float64 and cast).
-        block_rows: rows per tile (default: about 64 MiB of float64 per kernel).
+        block_rows: tile side (default :func:`.tiles.tile_side`: a band of rows is at
+            most about 512 MiB of float64 over all kernels).
+        progress: a bar of row bands on stderr (``None``: when there are many).
 
     Returns:
         ``{get: read-only memory-mapped array}``.
     """
-    import jax
+    from ..io import progress_bar
 
-    x = np.asarray(x_train)
-    n = x.shape[0]
-    b = block_rows or max(1, min(n, (64 * 2**20) // (8 * n)))
+    rows = prepared_rows(model, x_train)
+    n = rows.shape[0]
+    b = block_rows or tile_side(n, len(gets))
     outs = {g: np.lib.format.open_memmap(f"{folder}/{g}.npy", mode="w+", dtype=dtype,
                                          shape=(n, n)) for g in gets}
-    for i0 in range(0, n, b):
-        i1 = min(n, i0 + b)
-        with jax.enable_x64(True):
-            # batch_size b: every call is cut into b x b tiles (plus the same ragged
-            # edge), so the tile function compiles once, not once per block width
-            k = model.kernel_fn(x[i0:i1], x[i0:], tuple(gets), dtype=np.float64,
-                                batch_size=b, progress=False)
-        for g in gets:
-            tile = np.asarray(getattr(k, g))
-            if not np.all(np.isfinite(tile)):
-                raise InputError(f"{g}_train_train: the kernel has NaN/inf entries in rows "
-                                 f"{i0}:{i1}")
-            # rows i0:i1 are written whole and contiguously: their lower part is the
-            # transpose of column strips written before (read back), because writing
-            # the mirror as a column strip dirties a page of every later row per block
-            # (measured: 200 GB written for a 12.8 GB pair of n = 40,000 kernels)
-            outs[g][i0:i1, i0:] = tile
-            if i0:
-                outs[g][i0:i1, :i0] = np.asarray(outs[g][:i0, i0:i1]).T
+    bands = -(-n // b)
+    bar = progress_bar(bands, "train kernel bands",
+                       progress if progress is not None else (None if bands >= 8 else False),
+                       unit="band", leave=True)
+    try:
+        band = None
+        for i0, i1, j0, j1, res in upper_tiles(model, rows, tuple(gets), b):
+            if j0 == i0:
+                band = {g: np.empty((i1 - i0, n - i0)) for g in gets}
+            for g in gets:
+                band[g][:, j0 - i0:j1 - i0] = res[g]
+            if j1 < n:
+                continue
+            for g in gets:
+                # rows i0:i1 are written whole and contiguously: their lower part is the
+                # transpose of column strips written before (read back), because writing
+                # the mirror as a column strip dirties a page of every later row per band
+                # (measured: 200 GB written for a 12.8 GB pair of n = 40,000 kernels)
+                outs[g][i0:i1, i0:] = band[g]
+                if i0:
+                    outs[g][i0:i1, :i0] = np.asarray(outs[g][:i0, i0:i1]).T
+            bar.update(1)
+    finally:
+        bar.close()
     for g in gets:
         outs[g].flush()
         del outs[g]

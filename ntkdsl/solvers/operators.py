@@ -31,6 +31,11 @@ import numpy as np
 from ..diagnostics import InputError
 
 DEFAULT_BLOCK_BYTES = 128 * 2**20
+CACHE_BLOCK_BYTES = 16 * 2**20
+"""A read block is converted to float64 and multiplied in sub-blocks of about this size:
+the float64 copy then stays in cache instead of being written to memory and read back.
+Measured on a float32 memory-mapped n = 40,000 kernel (2 cores): a one-vector product
+4.2 s with 279-row blocks -> 1.4 s with 32-row sub-blocks; 51 vectors 7.7 s -> 4.7 s."""
 
 
 @dataclass
@@ -102,11 +107,20 @@ class KernelOperator:
     def _matmat(self, v: np.ndarray) -> np.ndarray:
         out = np.empty((self.n, v.shape[1]), np.float64)
         b = self.block_rows()
+        sub = max(1, CACHE_BLOCK_BYTES // (8 * max(self.n, 1)))
         for i0 in range(0, self.n, b):
             i1 = min(self.n, i0 + b)
-            blk = self._checked(self._row_block(i0, i1), i0)
+            blk = self._row_block(i0, i1)
             self.stats.block(i1 - i0, self.n)
-            out[i0:i1] = blk @ v
+            for j0 in range(0, i1 - i0, sub):
+                j1 = min(i1 - i0, j0 + sub)
+                out[i0 + j0:i0 + j1] = np.asarray(blk[j0:j1], np.float64) @ v
+            # a NaN/inf entry of K makes its row of K V non-finite (v is finite), so the
+            # block is searched only then, not converted a second time for the check
+            if not np.all(np.isfinite(out[i0:i1])):
+                self._checked(blk, i0)
+                raise InputError(f"{self.name}: expected finite vectors in the product, "
+                                 f"got NaN/inf")
         return out
 
     def rows(self, idx) -> np.ndarray:
@@ -196,23 +210,30 @@ class ArrayOperator(KernelOperator):
 class MatrixFreeOperator(KernelOperator):
     """Kernel tiles recomputed from the spec on every product: nothing of ``K`` is stored.
 
+    A product walks the upper-triangle tiles (:func:`.tiles.upper_tiles`) and uses each
+    twice, ``out[I] += K_IJ v[J]`` and ``out[J] += K_IJ^T v[I]``, so it costs half a
+    kernel evaluation and holds one tile.
+
     Arguments:
         model: a compiled :class:`ntkdsl.Model`.
         x_train: ``(n, *input_shape)`` training inputs.
         get: ``"nngp"`` or ``"ntk"``.
-        block_rows: rows of one recomputed tile (default: ~32 MiB of float64 output).
+        block_rows: side of one recomputed tile (default :func:`.tiles.tile_side`).
         name: how errors name the kernel.
     """
 
     def __init__(self, model, x_train, get: str = "ntk", *, block_rows: int | None = None,
                  name: str | None = None) -> None:
+        from .tiles import prepared_rows, tile_side
+
         super().__init__()
         if get not in ("nngp", "ntk"):
             raise InputError(f"get: expected 'nngp' or 'ntk', got {get!r}")
-        self.model, self.x, self.get = model, np.asarray(x_train), get
+        self.model, self.get = model, get
+        self.x = prepared_rows(model, x_train)
         self.n = int(self.x.shape[0])
         self.name = name or f"{get}_train_train"
-        self._block = block_rows or max(1, min(self.n, (32 * 2**20) // (8 * max(self.n, 1))))
+        self._block = int(block_rows or tile_side(self.n))
 
     def block_rows(self) -> int:
         return self._block
@@ -223,6 +244,18 @@ class MatrixFreeOperator(KernelOperator):
         with jax.enable_x64(True):
             return np.asarray(self.model.kernel_fn(xa, xb, self.get, dtype=np.float64,
                                                    progress=False), np.float64)
+
+    def _matmat(self, v):
+        from .tiles import upper_tiles
+
+        out = np.zeros((self.n, v.shape[1]))
+        for i0, i1, j0, j1, res in upper_tiles(self.model, self.x, (self.get,), self._block):
+            t = res[self.get]
+            self.stats.block(i1 - i0, j1 - j0)
+            out[i0:i1] += t @ v[j0:j1]
+            if j0 != i0:
+                out[j0:j1] += t.T @ v[i0:i1]
+        return out
 
     def _row_block(self, i0, i1):
         return self._tile(self.x[i0:i1], self.x)
