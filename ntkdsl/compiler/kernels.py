@@ -306,17 +306,24 @@ def build_tile_fn(p: LayerPlan, n1: int, n2: int | None, gets: tuple[str, ...],
         return a[_row_start(lo, n1) + hi - lo]
 
     def chunked(x1, x2):
-        # per-input covariances at every pointwise layer, once (a one-pair list whose
-        # pair kernels are dead code)
-        probe = np.zeros(1, np.int32)
-        k = cv.run(p, _input_state(x1, x2, p, probe, probe, need_ntk, need_cov))
-        covs = tuple(c for _, c in k.recorded)
+        covs = None
+        if len(p.in_shape) > 1:
+            # per-input covariances at every pointwise layer, once (a one-pair list whose
+            # pair kernels are dead code); a fully connected net's are vectors of the
+            # tile's rows, which each chunk computes itself (loop-invariant, so XLA hoists
+            # them), and the net is traced once
+            probe = np.zeros(1, np.int32)
+            k = cv.run(p, _input_state(x1, x2, p, probe, probe, need_ntk, need_cov))
+            covs = tuple(c for _, c in k.recorded)
         it = _index_dtype(nchunks * mc)
 
         def body(ci):
             # the last chunk's padding repeats the last pair (its results are dropped)
             q = jnp.minimum(ci * mc + jax.lax.iota(it, mc), m - 1)
             r, c = _pair_of(q, n1, n2)
+            if covs is None:
+                return outputs(cv.run(p, _input_state(x1, x2, p, r, c, need_ntk, need_cov)),
+                               (mc,))
             kc = replace(_input_state(x1, x2, p, r, c, need_ntk, False), replay=covs)
             return outputs(cv.run(p, kc), (mc,))
 
