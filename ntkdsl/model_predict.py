@@ -11,10 +11,11 @@ from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._x64 import float64
 from .diagnostics import InputError
-from .predict import KINDS, _dtype, _times, gradient_descent_mse_gp
+from .predict import KINDS, _dtype, _is_traced, _times, gradient_descent_mse_gp
 
 
 @float64
@@ -90,16 +91,24 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
 
     # the train arrays are arguments, not closed-over constants: XLA would otherwise
     # constant-fold the train-side kernel work at compile time (minutes for n ~ 1000)
-    spec = dyn.spec
-    # V^T K V of the NTK-GP covariance: once per train set, not once per call
-    mkm = (spec.evecs.T @ dyn.nngp_train_train @ spec.evecs
-           if kind == "ntk" and compute_cov else None)
+    # on the device once, not copied in at every call (the factors are numpy arrays);
+    # the handle keeps the device copies too, so they are held once
+    def dev(a):
+        return None if a is None else jnp.asarray(a)
+
+    spec = replace(dyn.spec, kernel=dev(dyn.spec.kernel), evals=dev(dyn.spec.evals),
+                   evecs=dev(dyn.spec.evecs), chol=dev(dyn.spec.chol))
+    dyn = replace(dyn, spec=spec, nngp_train_train=dev(dyn.nngp_train_train),
+                  y_train=dev(dyn.y_train))
     train_arrays = (x_train, dyn.nngp_train_train, dyn.y_train, spec.kernel, spec.evals,
-                    spec.evecs, spec.chol, mkm)
+                    spec.evecs, spec.chol)
+    # V^T K V of the NTK-GP covariance: formed by the handle once the calls' covariance
+    # rows make it pay (GPDynamics.wants_eigenbasis_product), then passed to every call
+    kept: dict = {}
 
     @jax.jit
-    def fused(x_test, t, arrays):
-        xt, kk, y, kern_, evals, evecs, chol, mkm_ = arrays
+    def fused(x_test, t, arrays, mkm_):
+        xt, kk, y, kern_, evals, evecs, chol = arrays
         d = replace(dyn, nngp_train_train=kk, y_train=y, nngp_eigenbasis=mkm_,
                     spec=replace(spec, kernel=kern_, evals=evals, evecs=evecs, chol=chol))
         m = x_test.shape[0]
@@ -120,7 +129,12 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
         x_test = jnp.asarray(x_test, dtype)
         t = jnp.asarray(t, dtype)
         _times(t, dtype)
-        return fused(x_test, t, train_arrays)
+        if (kind == "ntk" and compute_cov and "mkm" not in kept and not _is_traced(t)
+                and not _is_traced(x_test)
+                and dyn.wants_eigenbasis_product(x_test.shape[0]
+                                                 * int(np.sum(np.isfinite(np.asarray(t)))))):
+            kept["mkm"] = jnp.asarray(dyn.eigenbasis_product())
+        return fused(x_test, t, train_arrays, kept.get("mkm"))
 
     predict_fn.dynamics = dyn
     predict_fn.solver = "dense"

@@ -39,7 +39,7 @@ import math
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -200,11 +200,48 @@ def diag_reg_advice(evals, mean_diag: float, condition_limit: float,
 def _regularize(k: jax.Array, diag_reg: float) -> jax.Array:
     if diag_reg < 0:
         raise InputError(f"diag_reg: expected a number >= 0, got {diag_reg}")
+    if not _is_traced(k):
+        return _regularize_np(np.asarray(k), diag_reg)
     k = (k + k.T) / 2  # checked symmetric up to rounding; remove that rounding before eigh
     if diag_reg:
         n = k.shape[0]
         k = k + diag_reg * jnp.trace(k) / n * jnp.eye(n, dtype=k.dtype)
     return k
+
+
+def _regularize_np(a: np.ndarray, diag_reg: float) -> np.ndarray:
+    """:func:`_regularize` of a concrete kernel, in numpy (one new array, the diagonal in place)."""
+    k = a + a.T
+    k *= 0.5  # exact, like the division by 2
+    if diag_reg:
+        n = k.shape[0]
+        k[np.diag_indices(n)] += diag_reg * np.trace(k) / n
+    return k
+
+
+# Concrete kernels are factorised by LAPACK through scipy (the divide-and-conquer
+# ``?syevd`` that jax also calls on CPU, without jax's extra symmetrising copy), and
+# the large products run in numpy, whose BLAS is faster on CPU than XLA's dot; traced
+# kernels (inside a user's jit) take the jax path. Both are module functions so the
+# tests can count the factorisations.
+
+def _eigh(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of a concrete symmetric matrix."""
+    import scipy.linalg
+
+    return scipy.linalg.eigh(k, driver="evd", check_finite=False)
+
+
+def _cholesky(k: np.ndarray) -> np.ndarray | None:
+    """The lower Cholesky factor of a concrete matrix, or ``None`` if it is not positive
+    definite in floating point."""
+    import scipy.linalg
+
+    try:
+        chol = scipy.linalg.cholesky(k, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    return chol if bool(np.all(np.isfinite(np.diagonal(chol)))) else None
 
 
 @dataclass(frozen=True)
@@ -226,8 +263,15 @@ class Spectrum:
     def n(self) -> int:
         return self.kernel.shape[0]
 
+    @property
+    def concrete(self) -> bool:
+        """Whether the factors are concrete (numpy) arrays, not tracers of a jit."""
+        return not (_is_traced(self.evecs) or _is_traced(self.chol))
+
     def solve(self, rhs: jax.Array) -> jax.Array:
         """``K^{-1} rhs`` (Cholesky, or the thresholded pseudo-inverse)."""
+        if self.concrete and not _is_traced(rhs):
+            return self._solve_np(np.asarray(rhs))
         if self.chol is not None:
             return cho_solve((self.chol, True), rhs)
         lam = self.evals
@@ -235,8 +279,35 @@ class Spectrum:
         inv = jnp.where(lam > cut, 1 / jnp.where(lam > cut, lam, 1), 0)
         return self.evecs @ (inv[:, None] * (self.evecs.T @ rhs))
 
+    def _solve_np(self, rhs: np.ndarray) -> np.ndarray:
+        import scipy.linalg
+
+        if self.chol is not None:
+            return scipy.linalg.cho_solve((np.asarray(self.chol), True), rhs,
+                                          check_finite=False)
+        return self._pinv_np(rhs, 1.0)
+
+    def _pinv_np(self, rhs: np.ndarray, power: float) -> np.ndarray:
+        """``V diag(lam^-power) V^T rhs`` (``power`` 1) or ``diag(lam^-1/2) V^T rhs``
+        (``power`` 0.5), eigenvalues below the cut of :meth:`solve` dropped."""
+        lam, v = np.asarray(self.evals), np.asarray(self.evecs)
+        cut = lam[-1] * self.n * np.finfo(lam.dtype).eps
+        keep = lam > cut
+        safe = np.where(keep, lam, 1)
+        inv = np.where(keep, 1 / (safe if power == 1.0 else np.sqrt(safe)), 0)
+        w = inv[:, None] * (v.T @ rhs)
+        return v @ w if power == 1.0 else w
+
     def half_solve(self, rhs: jax.Array) -> jax.Array:
         """``Z`` with ``Z^T Z = rhs^T K^{-1} rhs`` (keeps posterior covariances symmetric)."""
+        if self.concrete and not _is_traced(rhs):
+            rhs = np.asarray(rhs)
+            if self.chol is None:
+                return self._pinv_np(rhs, 0.5)
+            import scipy.linalg
+
+            return scipy.linalg.solve_triangular(np.asarray(self.chol), rhs, lower=True,
+                                                 check_finite=False)
         if self.chol is not None:
             return solve_triangular(self.chol, rhs, lower=True)
         lam = self.evals
@@ -274,24 +345,26 @@ def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k
     check_symmetric(k, name, source_dtype or getattr(k_train_train, "dtype", None))
     diag_reg = float(diag_reg)
     k = _regularize(k, diag_reg)
-    evals, evecs = jnp.linalg.eigh(k)
-    if not _is_traced(evals) and not bool(jnp.all(jnp.isfinite(evals))):
-        raise InputError(f"{name}: eigendecomposition failed (non-finite eigenvalues)")
-    lam_max = float(evals[-1]) if not _is_traced(evals) else 1.0
-    lam_min = float(evals[0]) if not _is_traced(evals) else 1.0
+    traced = _is_traced(k)
+    if traced:
+        evals, evecs = jnp.linalg.eigh(k)
+    else:
+        evals, evecs = _eigh(k)
+        if not bool(np.all(np.isfinite(evals))):
+            raise InputError(f"{name}: eigendecomposition failed (non-finite eigenvalues)")
+    lam_max = float(evals[-1]) if not traced else 1.0
+    lam_min = float(evals[0]) if not traced else 1.0
     eps = float(jnp.finfo(dtype).eps)
     condition = lam_max / lam_min if lam_min > 0 else math.inf
     chol = None
     if lam_min > 0:
-        chol = jnp.linalg.cholesky(k)
-        if not _is_traced(chol) and not bool(jnp.all(jnp.isfinite(chol))):
-            chol = None
+        chol = jnp.linalg.cholesky(k) if traced else _cholesky(k)
     limit = 1e-3 / eps
     if warn and (condition > limit or chol is None) and lam_max > 0:
         how = ("is not numerically positive definite" if chol is None
                else "is ill-conditioned")
         # the advice is for the unregularised kernel: undo the shift diag_reg made
-        mean_diag = float(jnp.trace(k)) / k.shape[0] / (1 + diag_reg)
+        mean_diag = float((jnp if traced else np).trace(k)) / k.shape[0] / (1 + diag_reg)
         shift = diag_reg * mean_diag
         advice = diag_reg_advice(np.asarray(evals) - shift, mean_diag, limit)
         fix = ("" if advice is None else
@@ -306,7 +379,8 @@ def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k
     if lam_max <= 0 and not _is_traced(evals):
         raise InputError(f"{name}: expected a positive semi-definite kernel with a positive "
                          f"eigenvalue, got largest eigenvalue {lam_max:.3g}")
-    return Spectrum(k, jnp.maximum(evals, 0), evecs, chol, condition)
+    return Spectrum(k, (jnp.maximum(evals, 0) if traced else np.maximum(evals, 0)), evecs,
+                    chol, condition)
 
 
 @float64
@@ -733,13 +807,46 @@ class GPDynamics:
     nngp_train_train: jax.Array
     y_train: jax.Array
     eta: float
-    # V^T K V in the eigenbasis of Theta (kind="ntk" covariances): 2 n^3 flops, so it is
-    # computed on the first covariance call and kept, like the eigendecomposition
+    # V^T K V in the eigenbasis of Theta (kind="ntk" covariances). Without it a row of a
+    # covariance (one test point at one finite time) costs two products with an (n, n)
+    # matrix, with it one; it costs 4 n^3 flops, the price of 2 n such rows, so it is
+    # formed once the rows asked for on this handle pass 2 n (never more than twice the
+    # cheaper choice made in hindsight) and kept, like the eigendecomposition.
     nngp_eigenbasis: jax.Array | None = None
+    covariance_rows: int = field(default=0, compare=False)
+
+    def eigenbasis_product(self) -> np.ndarray:
+        """``V^T K V`` (``V`` the eigenvectors of the inverted kernel), formed once and kept.
+
+        Returns:
+            The ``(n, n)`` array, also stored as ``nngp_eigenbasis``.
+        """
+        if self.nngp_eigenbasis is None:
+            v = np.asarray(self.spec.evecs)
+            mkm = v.T @ (np.asarray(self.nngp_train_train) @ v)
+            object.__setattr__(self, "nngp_eigenbasis", mkm)
+        return self.nngp_eigenbasis
+
+    def wants_eigenbasis_product(self, rows: int) -> bool:
+        """Count ``rows`` more covariance rows on this handle; whether ``V^T K V`` pays now.
+
+        Arguments:
+            rows: test points times finite times of the call about to be made.
+
+        Returns:
+            True once ``V^T K V`` exists or the rows counted so far exceed ``2 n``.
+        """
+        total = self.covariance_rows + int(rows)
+        object.__setattr__(self, "covariance_rows", total)
+        return self.nngp_eigenbasis is not None or total > 2 * self.spec.n
 
     @float64
     def __call__(self, t, nngp_test_train, nngp_test_test=None, ntk_test_train=None):
         """Mean and covariance of the test outputs at times ``t``.
+
+        One eigendecomposition of the train kernel (made when the handle was built)
+        serves every call, time, test point and output; concrete arrays are computed in
+        numpy, traced ones (inside a ``jax.jit``) in jax, with the same formulas.
 
         Arguments:
             t: times (continuous, any shape; ``inf`` allowed).
@@ -765,6 +872,74 @@ class GPDynamics:
         else:
             th_tx = k_tx
         tt, tshape = _times(t, dtype)
+        k_tt = None
+        if nngp_test_test is not None:
+            k_tt = _square(nngp_test_test, "nngp_test_test", dtype)
+            if k_tt.shape[0] != k_tx.shape[0]:
+                raise InputError(f"nngp_test_test: expected ({k_tx.shape[0]}, "
+                                 f"{k_tx.shape[0]}), got {k_tt.shape}")
+        arrays = (tt, k_tx, th_tx, k_tt, self.y_train, self.nngp_train_train)
+        if self.spec.concrete and not any(_is_traced(a) for a in arrays):
+            mean, cov = self._moments_np(tt, k_tx, th_tx, k_tt)
+        else:
+            mean, cov = self._moments_jax(tt, k_tx, th_tx, k_tt)
+        mean = mean.reshape(*tshape, *mean.shape[1:])
+        return Gaussian(mean, None if cov is None else cov.reshape(*tshape, *cov.shape[1:]))
+
+    def _moments_np(self, tt, k_tx, th_tx, k_tt):
+        spec = self.spec
+        v, y = np.asarray(spec.evecs), np.asarray(self.y_train)
+        k_tx, th_tx, tt = np.asarray(k_tx), np.asarray(th_tx), np.asarray(tt)
+        (m, n), k, nt = k_tx.shape, y.shape[1], tt.shape[0]
+        inf = np.isinf(tt)
+        fin = np.flatnonzero(~inf)
+        _, h = _flow_factors(spec.evals, jnp.asarray(tt[fin]), self.eta)
+        h = np.asarray(h)  # (finite times, n)
+        p = th_tx @ v  # Theta_tX in the eigenbasis, (m, n)
+        vy = v.T @ y
+        mean = np.empty((nt, m, k), y.dtype)
+        if fin.size:  # every finite time in one product: P (h_t * V^T Y)
+            g = (h[:, :, None] * vy[None]).transpose(1, 0, 2).reshape(n, -1)
+            mean[fin] = (p @ g).reshape(m, fin.size, k).transpose(1, 0, 2)
+        w_inf = None
+        if inf.any():
+            w_inf = np.asarray(spec.solve(th_tx.T))  # Theta^{-1} Theta_Xt, (n, m)
+            mean[inf] = w_inf.T @ y
+        if k_tt is None:
+            return mean, None
+        k_tt = np.asarray(k_tt)
+        cov = np.empty((nt, m, m), y.dtype)
+        if self.kind == "nngp":
+            _, h2 = _flow_factors(spec.evals, jnp.asarray(2 * tt[fin]), self.eta)
+            for i, j in enumerate(fin):
+                cov[j] = k_tt - (p * np.asarray(h2[i])) @ p.T
+            if inf.any():
+                z = np.asarray(spec.half_solve(k_tx.T))
+                cov[inf] = k_tt - z.T @ z
+        else:
+            kk = np.asarray(self.nngp_train_train)
+            q = v.T @ k_tx.T  # V^T K_Xt, (n, m)
+            mkm = (self.eigenbasis_product()
+                   if fin.size and self.wants_eigenbasis_product(fin.size * m) else None)
+            for block in _time_blocks(fin.size, m, n):
+                a = (p[None] * h[block][:, None, :]).reshape(-1, n)  # rows (t, m)
+                if mkm is None:  # A_t = P h_t V^T in the original basis: A_t K A_t^T
+                    u = a @ v.T
+                    z = u @ kk
+                else:  # (P h_t) V^T K V (P h_t)^T
+                    u, z = a, a @ mkm
+                for r, i in enumerate(block):
+                    rows = slice(r * m, (r + 1) * m)
+                    cross = a[rows] @ q
+                    cov[fin[i]] = k_tt + z[rows] @ u[rows].T - cross - cross.T
+            if inf.any():
+                cross = w_inf.T @ k_tx.T
+                cov[inf] = k_tt + w_inf.T @ (kk @ w_inf) - cross - cross.T
+        cov += cov.transpose(0, 2, 1)
+        cov *= 0.5
+        return mean, cov
+
+    def _moments_jax(self, tt, k_tx, th_tx, k_tt):
         inf = jnp.isinf(tt)
         t0 = jnp.where(inf, 0, tt)
         v, spec = self.spec.evecs, self.spec
@@ -774,35 +949,36 @@ class GPDynamics:
         mean = jnp.einsum("mj,tj,jk->tmk", p, h, vy)
         w_inf = spec.solve(th_tx.T)  # Theta^{-1} Theta_Xt, (n, m)
         mean = jnp.where(inf[:, None, None], (w_inf.T @ self.y_train)[None], mean)
-        cov = None
-        if nngp_test_test is not None:
-            k_tt = _square(nngp_test_test, "nngp_test_test", dtype)
-            if k_tt.shape[0] != k_tx.shape[0]:
-                raise InputError(f"nngp_test_test: expected ({k_tx.shape[0]}, "
-                                 f"{k_tx.shape[0]}), got {k_tt.shape}")
-            if self.kind == "nngp":
-                _, h2 = _flow_factors(spec.evals, 2 * t0, self.eta)
-                cov = k_tt[None] - jnp.einsum("mj,tj,lj->tml", p, h2, p)
-                z = spec.half_solve(k_tx.T)
-                cov_inf = k_tt - z.T @ z
+        if k_tt is None:
+            return mean, None
+        if self.kind == "nngp":
+            _, h2 = _flow_factors(spec.evals, 2 * t0, self.eta)
+            cov = k_tt[None] - jnp.einsum("mj,tj,lj->tml", p, h2, p)
+            z = spec.half_solve(k_tx.T)
+            cov_inf = k_tt - z.T @ z
+        else:
+            kk = self.nngp_train_train
+            mkm = self.nngp_eigenbasis
+            q = v.T @ k_tx.T  # (n, m)
+            a = p[None] * h[:, None, :]  # A_t in the eigenbasis: (t, m, n)
+            cross = a @ q
+            if mkm is None:  # A_t K A_t^T with A_t in the original basis
+                u = a @ v.T
+                quad = (u @ kk) @ jnp.swapaxes(u, 1, 2)
             else:
-                kk = self.nngp_train_train
-                mkm = self.nngp_eigenbasis
-                if mkm is None:
-                    mkm = v.T @ kk @ v
-                    if not _is_traced(mkm):
-                        object.__setattr__(self, "nngp_eigenbasis", mkm)
-                q = v.T @ k_tx.T  # (n, m)
-                a = p[None] * h[:, None, :]  # A_t in the eigenbasis: (t, m, n)
-                cross = jnp.einsum("tmj,jl->tml", a, q)
-                cov = (k_tt[None] + jnp.einsum("tmj,jk,tlk->tml", a, mkm, a)
-                       - cross - jnp.swapaxes(cross, 1, 2))
-                cross_inf = w_inf.T @ k_tx.T
-                cov_inf = k_tt + w_inf.T @ kk @ w_inf - cross_inf - cross_inf.T
-            cov = jnp.where(inf[:, None, None], cov_inf[None], cov)
-            cov = (cov + jnp.swapaxes(cov, 1, 2)) / 2
-            cov = cov.reshape(*tshape, *cov.shape[1:])
-        return Gaussian(mean.reshape(*tshape, *mean.shape[1:]), cov)
+                quad = (a @ mkm) @ jnp.swapaxes(a, 1, 2)
+            cov = k_tt[None] + quad - cross - jnp.swapaxes(cross, 1, 2)
+            cross_inf = w_inf.T @ k_tx.T
+            cov_inf = k_tt + w_inf.T @ kk @ w_inf - cross_inf - cross_inf.T
+        cov = jnp.where(inf[:, None, None], cov_inf[None], cov)
+        return mean, (cov + jnp.swapaxes(cov, 1, 2)) / 2
+
+
+def _time_blocks(times: int, m: int, n: int, budget: int = 1 << 23):
+    """Groups of time indices whose ``(times * m, n)`` work arrays hold ``budget`` entries
+    (64 MB in float64), at least one time each: one large product per group."""
+    per = max(1, budget // max(m * n, 1))
+    return [np.arange(i, min(i + per, times)) for i in range(0, times, per)]
 
 
 @float64
@@ -862,4 +1038,4 @@ def gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_train=None,
     else:
         spec = spectrum(kk, diag_reg=diag_reg, dtype=dtype, name="nngp_train_train",
                         source_dtype=getattr(nngp_train_train, "dtype", None))
-    return GPDynamics(kind, spec, (kk + kk.T) / 2, y, eta)
+    return GPDynamics(kind, spec, _regularize(kk, 0.0), y, eta)  # symmetrised

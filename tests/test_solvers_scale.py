@@ -140,7 +140,7 @@ def test_dense_handle_keeps_the_eigenbasis_product():
     K, T, kx, tx, ktt, y = _relu_kernels(200, 20)
     dyn = P.gradient_descent_mse_gp(K, y, ntk_train_train=T, kind="ntk", diag_reg=1e-3)
     assert dyn.nngp_eigenbasis is None
-    g1 = dyn(TIMES, kx, ktt, tx)
+    g1 = dyn(np.tile(TIMES, 7), kx, ktt, tx)  # 21 finite times x 20 points > 2 n rows
     kept = dyn.nngp_eigenbasis
     assert kept is not None and kept.shape == (200, 200)
     g2 = dyn(TIMES[:2], kx[:5], ktt[:5, :5], tx[:5])
