@@ -37,7 +37,12 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
-import sympy
+
+from .._lazy import lazy
+
+# the safe primitives and NAMESPACE below need no sympy: running an already printed
+# source (compiler/printed.py) must not import it
+sympy = lazy("sympy")
 
 
 def _eps(x: jax.Array) -> jax.Array:
@@ -267,15 +272,23 @@ NAMESPACE: dict[str, object] = {
     "_tanh": jnp.tanh,
 }
 
-_FUNCS = {
-    sympy.acos: "_acos", sympy.asin: "_asin", sympy.atan: "_atan", sympy.atan2: "_atan2",
-    sympy.exp: "_exp", sympy.log: "_log", sympy.sin: "_sin", sympy.cos: "_cos", sympy.erf: "_erf",
-    sympy.tanh: "_tanh", sympy.Abs: "_abs", sympy.sign: "_sign",
-}
-_RELATIONS = {sympy.StrictGreaterThan: ">", sympy.StrictLessThan: "<",
-              sympy.GreaterThan: ">=", sympy.LessThan: "<="}
+_FUNCS: dict = {}
+_RELATIONS: dict = {}
+_HALF = None
 
-_HALF = sympy.Rational(1, 2)
+
+def _sympy_tables() -> None:
+    """Fill the sympy -> source tables (on first print: importing sympy is not free)."""
+    global _HALF
+    if _HALF is None:
+        _FUNCS.update({
+            sympy.acos: "_acos", sympy.asin: "_asin", sympy.atan: "_atan",
+            sympy.atan2: "_atan2", sympy.exp: "_exp", sympy.log: "_log", sympy.sin: "_sin",
+            sympy.cos: "_cos", sympy.erf: "_erf", sympy.tanh: "_tanh", sympy.Abs: "_abs",
+            sympy.sign: "_sign"})
+        _RELATIONS.update({sympy.StrictGreaterThan: ">", sympy.StrictLessThan: "<",
+                           sympy.GreaterThan: ">=", sympy.LessThan: "<="})
+        _HALF = sympy.Rational(1, 2)
 
 
 def _literal(e: sympy.Expr) -> str:
@@ -435,6 +448,7 @@ def to_source(
     Returns:
         source text defining ``name``; run it with :data:`NAMESPACE` as globals.
     """
+    _sympy_tables()
     replacements, reduced = sympy.cse(list(exprs), symbols=sympy.numbered_symbols("_t"))
     names = {a: f"_a{i}" for i, a in enumerate(args)}
     pr = _Printer(names)

@@ -38,6 +38,7 @@ from .base import Layer, LayerArgError, Shape, check_real
 sympy = lazy("sympy")
 S = lazy("ntkdsl.compiler.symbols")
 printer = lazy("ntkdsl.compiler.printer")
+printed = lazy("ntkdsl.compiler.printed")
 quadrature = lazy("ntkdsl.compiler.quadrature")
 jnp = lazy("jax.numpy")
 
@@ -59,7 +60,8 @@ def _q(v: float):
 @functools.cache
 def _cached(layer: Pointwise, what: str) -> Any:
     """One cache for every derived object of a layer (expressions, printed functions)."""
-    return getattr(layer, "_build_" + what)()
+    fn = printed.lookup(layer, what)  # a built-in's shipped printed source: no sympy to run it
+    return fn if fn is not None else getattr(layer, "_build_" + what)()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,18 +135,20 @@ class Pointwise(Layer):
             s12 = jnp.where(k.rows == k.cols, c1[..., k.rows], s12)
         s12 = cv.snap_unit_correlation(s11, s12, s22)
         scale = cv.power_of_two_scale(v1, v2) if self.homogeneous else None
+        # a power of two's reciprocal is exact: one scalar divide instead of one per entry
+        inv = None if scale is None else 1.0 / scale
 
         def t_only(a, b, c):
             if scale is None:
                 return self.t_fn()(a, cv.poison_large(a, b, c), c)
-            return self.t_fn()(a / scale, b / scale, c / scale) * scale
+            return self.t_fn()(a * inv, b * inv, c * inv) * scale
 
         def pair(a, b, c):
             if k.ntk is None:
                 return t_only(a, b, c), None
             if scale is None:
                 return self.pair_fn()(a, cv.poison_large(a, b, c), c)
-            t, tdot = self.pair_fn()(a / scale, b / scale, c / scale)
+            t, tdot = self.pair_fn()(a * inv, b * inv, c * inv)
             return t * scale, tdot
 
         nngp, ntk = rules.pointwise(s11, s12, s22, k.ntk, pair=pair)
