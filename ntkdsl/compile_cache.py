@@ -66,7 +66,6 @@ _MAGIC = b"NTKDSLX1"
 _SUFFIX = ".xla"
 _UNSET = object()
 
-_lock = threading.Lock()
 _override: Any = _UNSET
 _writes_since_check = 0
 _warned: set[str] = set()
@@ -378,6 +377,9 @@ class CachedFunction:
         self._fn: Callable | None = None
         self.key = key
         self._compiled: dict[tuple, Any] = {}
+        # one lock per function: two functions compile at once (prepare_all), one
+        # signature compiles once
+        self._lock = threading.Lock()
 
     def function(self) -> Callable:
         """The underlying function, built on first use."""
@@ -391,15 +393,29 @@ class CachedFunction:
             # only a jax.jit function is compiled here and cached: anything else (a
             # wrapper, a function under a transformation) is called as it is
             return fn(*args)
+        return self._executable(args)(*args)
+
+    def _executable(self, args: tuple):
         sig = signature(args)
         compiled = self._compiled.get(sig)
         if compiled is None:
-            with _lock:
+            with self._lock:
                 compiled = self._compiled.get(sig)
                 if compiled is None:
                     compiled = self._load_or_compile(args, sig)
                     self._compiled[sig] = compiled
-        return compiled(*args)
+        return compiled
+
+    def prepare(self, *specs) -> None:
+        """Load or compile the executable for arguments like ``specs``, without running it.
+
+        Arguments:
+            specs: the arguments, or ``jax.ShapeDtypeStruct`` pytrees of their shapes
+                and dtypes (what a call with arrays of those shapes will need).
+        """
+        fn = self.function()
+        if hasattr(fn, "lower"):
+            self._executable(specs)
 
     def _key_text(self, sig: tuple) -> str:
         return repr((self.key, sig, environment()))
@@ -448,3 +464,41 @@ class CachedFunction:
         except OSError:
             pass
         return None
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def prepare_all(jobs) -> None:
+    """Load or compile several functions' executables at once, one thread each.
+
+    XLA compiles without holding the GIL, so with two cores two functions compile
+    in about the time of the slower one (a tiled symmetric kernel needs two: its
+    diagonal tiles and the others). The thread-local jax setting that the compiled
+    functions depend on, ``jax.enable_x64``, is the caller's in every thread.
+
+    Arguments:
+        jobs: ``(function, specs)`` pairs: a :class:`CachedFunction` and the
+            arguments (or ``jax.ShapeDtypeStruct`` pytrees) it will be called with.
+    """
+    jobs = list(jobs)
+    if len(jobs) < 2 or _cores() < 2:
+        for f, specs in jobs:
+            f.prepare(*specs)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    x64 = bool(jax.config.jax_enable_x64)
+
+    def one(job):
+        f, specs = job
+        with jax.enable_x64(x64):
+            f.prepare(*specs)
+
+    with ThreadPoolExecutor(len(jobs), thread_name_prefix="ntkdsl-compile") as ex:
+        for _ in ex.map(one, jobs):  # re-raises a worker's error here
+            pass

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..compile_cache import CachedFunction
+from ..compile_cache import CachedFunction, prepare_all
 from ..diagnostics import InputError
 from ..io import check_cast, progress_bar
 from ..result import Kernel
@@ -707,6 +707,20 @@ def tile_kernels(model, rows1: np.ndarray, rows2: np.ndarray | None, b1: int, b2
         return {g: np.asarray(r)[:m1, :m2] for g, r in zip(gets, res)}
 
 
+def _prepare_symmetric_tiles(model, p: LayerPlan, row_shape: tuple, b: int, dt: np.dtype,
+                             gets) -> None:
+    """Load or compile the diagonal and the off-diagonal tile functions of ``b`` rows together."""
+    spec = jax.ShapeDtypeStruct
+    if len(p.in_shape) == 1:  # fully connected: the tile's Gram matrix and row norms
+        diag = ((spec((b, b), dt), spec((b,), dt)),)
+        off = ((spec((b, b), dt), spec((b,), dt)), spec((b,), dt))
+    else:
+        diag = (spec((b, *row_shape), dt),)
+        off = (spec((b, *row_shape), dt), spec((b, *row_shape), dt))
+    prepare_all([(_tile_fn(model, p, b, None, dt, gets), diag),
+                 (_tile_fn(model, p, b, b, dt, gets), off)])
+
+
 def _tiled(model, p, a1, a2, b, dt, gets, progress, out=None):
     """Assemble the kernel from tiles of at most b x b (symmetric tiles computed once).
 
@@ -725,6 +739,9 @@ def _tiled(model, p, a1, a2, b, dt, gets, progress, out=None):
         tiles = [(i, j) for i in range(len(blocks1)) for j in range(len(blocks2))]
     outs = ([out[g] for g in gets] if out is not None
             else [np.empty((n1, n2), dt) for _ in gets])
+    if sym and len(blocks1) > 1:
+        # the diagonal tiles (pairs i <= j) and the others are two functions: compiled at once
+        _prepare_symmetric_tiles(model, p, a1.shape[1:], b1, dt, gets)
     bar = _progress(len(tiles), progress)
     try:
         for i, j in tiles:
