@@ -198,3 +198,23 @@ def test_spectrum_of_a_traced_kernel_is_the_jax_factorisation():
     np.testing.assert_allclose(np.abs(np.sum(vecs * eager.evecs, axis=0)), 1.0, atol=1e-10)
     np.testing.assert_allclose(eager.kernel, (kk + kk.T) / 2
                                + 1e-2 * np.trace(kk) / 6 * np.eye(6), rtol=1e-14)
+
+
+def test_gp_inference_uses_only_the_cholesky_factor_of_a_well_conditioned_kernel(monkeypatch):
+    eigh = _Counter(P._eigh)
+    monkeypatch.setattr(P, "_eigh", eigh)
+    kk, k_tx, k_tt, *_, y = _problem(n=9, m=3)
+    post = P.gp_inference(kk, y, k_tx, k_tt, diag_reg=1e-3)
+    assert eigh.calls == 0
+    reg = kk + 1e-3 * np.trace(kk) / 9 * np.eye(9)
+    np.testing.assert_allclose(post.mean, k_tx @ np.linalg.solve(reg, y), atol=1e-12)
+    np.testing.assert_allclose(post.cov, k_tt - k_tx @ np.linalg.solve(reg, k_tx.T),
+                               atol=1e-12)
+    jitted = jax.jit(lambda a: P.gp_inference(a, y, k_tx, k_tt, diag_reg=1e-3))(kk)
+    np.testing.assert_allclose(jitted.cov, post.cov, atol=1e-12)
+    # a nearly singular kernel still gets the eigenvalue diagnosis (and its warning)
+    rng = np.random.default_rng(5)
+    k, k_tx, k_tt = _joint(rng, 8, 2, rank=3, jitter=0.0)
+    with pytest.warns(P.IllConditionedWarning, match="smallest eigenvalue"):
+        P.gp_inference(k, y[:8], k_tx, k_tt)
+    assert eigh.calls == 1
