@@ -168,11 +168,12 @@ def _choose_structured(net: Net | None, params, x1, x2, implementation: str,
                        batch_size: int | None):
     """``(True, batch_size)`` when the structured NTK is to be used, else ``(False, None)``.
 
-    "auto" takes it when the net is known and its estimated flops (the per-layer
-    contractions, :func:`empirical_structured.structured_cost`) are at most those of
-    contracting per-example Jacobians (``n1 n2 O P``), which holds for every net with
-    a Dense layer on features and, for conv-only nets, is a tie the structured form
-    wins by not forming the Jacobian of the whole net at once.
+    "auto" takes it when the net is known and its estimated flops (per layer, the
+    cheaper of a Gram-matrix and a per-example-gradient contraction,
+    :func:`empirical_structured.structured_cost`) are at most those of forming and
+    contracting per-example Jacobians, which holds for every net that can be tapped:
+    per layer the structured form can always do the Jacobian's work, as batched
+    matmuls instead of a vmapped whole-net backward.
     """
     from .empirical_structured import structured_cost
 
@@ -187,13 +188,9 @@ def _choose_structured(net: Net | None, params, x1, x2, implementation: str,
             raise InputError("implementation='structured' is not available for this net (a "
                              "layer is applied more than once): use 'jacobian' or 'ntvp'")
         return False, None
-    flops, mem = cost
-    if implementation == "auto":
-        n1 = x1.shape[0]
-        n2 = n1 if x2 is None else x2.shape[0]
-        jac_flops = n1 * n2 * _n_outputs(NetApply(net), params, x1) * _n_params(params)
-        if flops > jac_flops:
-            return False, None
+    mem = cost.bytes
+    if implementation == "auto" and cost.flops > cost.jacobian_flops:
+        return False, None
     if batch_size is None and mem > MEMORY_BUDGET:
         n = x1.shape[0] + (0 if x2 is None else x2.shape[0])
         batch_size = max(1, int(n * MEMORY_BUDGET / mem) // 2)

@@ -140,26 +140,100 @@ def _forward(body, params, x):
     return out.reshape(out.shape[0], -1), used, eps0
 
 
-def _signals(body, params, x, eps0):
-    """``{tap: (O, n, *y_shape[1:])}``: d f_o / d y of every parameterised layer's output."""
+def _passes(body, params, x):
+    """One forward and ``O`` backward passes of one batch.
+
+    Returns ``(outputs (n, O), {tap: (input, params, y_shape, dtype)}, {tap: (O, n,
+    *y_shape[1:])})``, the last the signals d f_o / d y of every parameterised layer's
+    output. The taps record inside the vjp's forward pass, so the net runs forward once.
+    """
+    shapes = jax.eval_shape(lambda p, xx: _forward(body, p, xx)[2], params, x)
+    eps0 = {i: jnp.zeros(s.shape, s.dtype) for i, s in shapes.items()}
+
     def f(eps):
         _state.eps = eps
         try:
-            out = body.apply(params, x)
+            out, rec = _record(body, params, x)
         finally:
             _state.eps = None
-        return out.reshape(out.shape[0], -1)
+        return out.reshape(out.shape[0], -1), {i: rec[i][:2] for i in eps}
 
-    out, pull = jax.vjp(f, eps0)
+    out, pull, rec = jax.vjp(f, eps0, has_aux=True)
     n, n_out = out.shape
     cts = jnp.broadcast_to(jnp.eye(n_out, dtype=out.dtype)[:, None, :], (n_out, n, n_out))
-    return jax.lax.map(lambda ct: pull(ct)[0], cts)
+    signals = jax.lax.map(lambda ct: pull(ct)[0], cts)
+    return out, {i: (*r, shapes[i].shape, shapes[i].dtype) for i, r in rec.items()}, signals
 
 
-def _gram_rule(layer, x, p) -> bool:
-    """Dense on feature vectors: its contribution is a product of two Gram matrices."""
-    return (getattr(layer, "spec_name", None) == "Dense" and x.ndim == 2
-            and set(p) <= {"w", "b"} and hasattr(layer, "scales"))
+@dataclass(frozen=True)
+class LinearPlan:
+    """How one layer linear in its weights (``layer.patches``) contributes, from shapes only.
+
+    ``apply(p, x) = s_w patches(x) @ w.reshape(F, C) + s_b b`` with ``P`` output
+    positions. Two exact ways to contract it, the cheaper one is taken:
+
+    * ``"gram"``: ``s_w^2 sum_pq (X_a[p] . X_b[q]) (G_a[p] . G_b[q])`` (summed over the
+      outputs ``o``): ``n1 n2 P^2 (F + O C)`` flops; for a Dense on feature vectors
+      (``P = 1``) two Gram matrices, the ``F x C`` weight gradient never formed;
+    * ``"grads"``: each example's weight gradient ``X_a^T G_a`` (a batched matmul,
+      ``n O P F C`` flops) and their inner products (``n1 n2 O F C``), what a
+      per-example Jacobian does, without vmapping the layer's backward (which turns
+      a convolution into a grouped one, many times slower on CPU).
+
+    The bias adds ``s_b^2 (sum_p G_a[p]) . (sum_q G_b[q])`` in both.
+    """
+
+    rule: str
+    flops: int
+    jacobian_flops: int
+    bytes: int
+
+
+def _linear_plan(layer, x_shape, p_shapes: dict, y_shape, n1: int, n2: int, n2_new: int,
+                 n_out: int) -> LinearPlan | None:
+    """The :class:`LinearPlan` of a layer, or ``None`` when it is not linear in ``{w, b}``."""
+    if not (hasattr(layer, "patches") and hasattr(layer, "scales") and "w" in p_shapes
+            and set(p_shapes) <= {"w", "b"} and len(y_shape) >= 2):
+        return None
+    c = y_shape[-1]
+    f = math.prod(p_shapes["w"]) // c
+    pos = math.prod(y_shape[1:-1])
+    formed = (n1 + n2_new) * n_out * pos * f * c
+    grads = formed + n1 * n2 * n_out * f * c
+    gram = n1 * n2 * pos * pos * (f + n_out * c)
+    patches = (n1 + n2_new) * pos * f
+    if gram <= grads:
+        return LinearPlan("gram", gram, grads, 8 * (patches + 2 * n1 * n2 * pos * pos))
+    return LinearPlan("grads", grads, grads,
+                      8 * (patches + (n1 + n2_new) * n_out * f * c))
+
+
+def _linear_contribution(plan: LinearPlan, layer, p, xa, xb, ga, gb, same: bool):
+    """One linear layer's ``(n1, n2)`` contribution (before the 1/O average)."""
+    hi = jax.lax.Precision.HIGHEST
+    n_out, n1 = ga.shape[:2]
+    n2 = gb.shape[1]
+    c = ga.shape[-1]
+    f = p["w"].size // c
+    sw, sb = layer.scales(f)
+    # (n, P, O C): every output unit's signal at each position, as one row per position
+    g1 = jnp.moveaxis(ga.reshape(n_out, n1, -1, c), 0, 2).reshape(n1, -1, n_out * c)
+    g2 = g1 if same else jnp.moveaxis(gb.reshape(n_out, n2, -1, c), 0, 2).reshape(
+        n2, -1, n_out * c)
+    x1 = layer.patches(xa).reshape(n1, -1, f)
+    x2 = x1 if same else layer.patches(xb).reshape(n2, -1, f)
+    if plan.rule == "gram":
+        kx = jnp.einsum("apf,bqf->apbq", x1, x2, precision=hi)
+        kg = jnp.einsum("apk,bqk->apbq", g1, g2, precision=hi)
+        total = sw**2 * jnp.einsum("apbq,apbq->ab", kx, kg, precision=hi)
+    else:
+        d1 = jnp.einsum("apf,apk->afk", x1, g1, precision=hi).reshape(n1, -1)
+        d2 = d1 if same else jnp.einsum("apf,apk->afk", x2, g2, precision=hi).reshape(n2, -1)
+        total = sw**2 * jnp.matmul(d1, d2.T, precision=hi)
+    if "b" in p:
+        s1, s2 = g1.sum(1), g2.sum(1)
+        total = total + sb**2 * jnp.matmul(s1, s2.T, precision=hi)
+    return total
 
 
 def _per_example_grads(layer, x, p, g):
@@ -176,29 +250,26 @@ def _contract(tree1, tree2):
                for a, b in zip(jax.tree_util.tree_leaves(tree1), jax.tree_util.tree_leaves(tree2)))
 
 
+def _shapes(p) -> dict:
+    return {k: tuple(jnp.shape(v)) for k, v in p.items()} if isinstance(p, dict) else {}
+
+
 @partial(jax.jit, static_argnums=0)
 def ntk_structured_tile(sa: StructuredApply, params, x1, x2):
     """One ``(n1, n2)`` tile of the structured empirical NTK (``x2=None``: x1 with itself)."""
     body, taps = _tapped(sa.net)
-    hi = jax.lax.Precision.HIGHEST
-    out1, rec1, eps1 = _forward(body, params, x1)
-    g1 = _signals(body, params, x1, eps1)
-    if x2 is None:
-        rec2, g2 = rec1, g1
-    else:
-        _, rec2, eps2 = _forward(body, params, x2)
-        g2 = _signals(body, params, x2, eps2)
-    n_out = out1.shape[1]
-    total = jnp.zeros((x1.shape[0], (x1 if x2 is None else x2).shape[0]), out1.dtype)
-    for i, (xa, p, _, _) in rec1.items():
+    out1, rec1, g1 = _passes(body, params, x1)
+    rec2, g2 = (rec1, g1) if x2 is None else _passes(body, params, x2)[1:]
+    n1, n_out = out1.shape
+    n2 = n1 if x2 is None else x2.shape[0]
+    total = jnp.zeros((n1, n2), out1.dtype)
+    for i, (xa, p, y_shape, _) in rec1.items():
         layer, xb = taps[i].layer, rec2[i][0]
         ga, gb = g1[i], g2[i]
-        if _gram_rule(layer, xa, p):
-            sw, sb = layer.scales(p["w"].shape[0])
-            gg = jnp.einsum("oad,obd->ab", ga, gb, precision=hi)
-            total = total + sw**2 * jnp.matmul(xa, xb.T, precision=hi) * gg
-            if "b" in p:
-                total = total + sb**2 * gg
+        plan = _linear_plan(layer, xa.shape, _shapes(p), y_shape, n1, n2,
+                            0 if x2 is None else n2, n_out)
+        if plan is not None:
+            total = total + _linear_contribution(plan, layer, p, xa, xb, ga, gb, x2 is None)
         else:
             da = _per_example_grads(layer, xa, p, ga)
             db = da if x2 is None else _per_example_grads(layer, xb, p, gb)
@@ -206,22 +277,36 @@ def ntk_structured_tile(sa: StructuredApply, params, x1, x2):
     return total / n_out
 
 
-def structured_cost(net: Net, params, x1, x2) -> tuple[int, int] | None:
-    """``(flops, bytes)`` estimates of the structured NTK of one tile, or ``None``.
+@dataclass(frozen=True)
+class Cost:
+    """Estimates for one tile: the structured NTK's flops and bytes, and the Jacobian's flops.
+
+    Per linear layer (:class:`LinearPlan`) the cheaper of its two contractions; per
+    other parameterised layer its per-example gradients ``(n1 [+ n2]) O |theta|``
+    and their inner products ``n1 n2 O |theta|``. The per-example Jacobian does the
+    ``"grads"`` work for every layer, so ``flops <= jacobian_flops`` always: what
+    the structured form saves is the Dense weight gradients (``P = 1``), and what
+    the flop count does not show, the vmapped backward of whole-net Jacobians.
+    Bytes count the signals of every layer's output and the per-layer intermediates.
+    """
+
+    flops: int
+    jacobian_flops: int
+    bytes: int
+
+
+def structured_cost(net: Net, params, x1, x2) -> Cost | None:
+    """The :class:`Cost` of the structured NTK of one tile, or ``None``.
 
     ``None`` when the net cannot be tapped (a layer applied more than once, a
-    transformation inside the finite net). Flops count the contractions: for a
-    Dense on features ``n1 n2 (C_in + O C_out)``, for any other parameterised layer
-    ``n1 n2 O |theta|``; bytes the per-example layer gradients ``(n1 + n2) O |theta|``
-    and the signals of every layer's output.
+    transformation inside the finite net).
     """
     body, taps = _tapped(net)
     seen: dict = {}
 
     def probe(p, x):
         out, rec, _ = _forward(body, p, x)
-        seen.update({i: (xi.shape, {k: v.shape for k, v in jax.tree_util.tree_leaves_with_path(q)},
-                         shape) for i, (xi, q, shape, _) in rec.items()})
+        seen.update({i: (xi.shape, _shapes(q), q, shape) for i, (xi, q, shape, _) in rec.items()})
         return out
 
     try:
@@ -230,19 +315,17 @@ def structured_cost(net: Net, params, x1, x2) -> tuple[int, int] | None:
         return None
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
+    n2_new = 0 if x2 is None else n2
     n_out = math.prod(out.shape[1:])
-    flops = 0
-    mem = 0
-    for i, (xshape, leaves, yshape) in seen.items():
-        ny = math.prod(yshape[1:])
-        mem += (n1 + n2) * n_out * ny
-        layer = taps[i].layer
-        gram = (getattr(layer, "spec_name", None) == "Dense" and len(xshape) == 2
-                and hasattr(layer, "scales"))
-        if gram:
-            flops += n1 * n2 * (xshape[-1] + n_out * ny)
+    flops = jac = mem = 0
+    for i, (xshape, shapes, q, yshape) in seen.items():
+        mem += 8 * (n1 + n2_new) * n_out * math.prod(yshape[1:])
+        plan = _linear_plan(taps[i].layer, xshape, shapes, yshape, n1, n2, n2_new, n_out)
+        if plan is not None:
+            flops, jac, mem = flops + plan.flops, jac + plan.jacobian_flops, mem + plan.bytes
         else:
-            size = sum(math.prod(v) for v in leaves.values())
-            flops += n1 * n2 * n_out * size
-            mem += (n1 + n2) * n_out * size
-    return flops, mem * 8
+            size = sum(math.prod(jnp.shape(v)) for v in jax.tree_util.tree_leaves(q))
+            work = (n1 + n2_new) * n_out * size + n1 * n2 * n_out * size
+            flops, jac = flops + work, jac + work
+            mem += 8 * (n1 + n2_new) * n_out * size
+    return Cost(flops, jac, mem)

@@ -104,3 +104,43 @@ def test_model_method_reaches_structured():
     a = m.empirical_ntk(p, x, implementation="structured")
     b = empirical_ntk(NetApply(net), p, x, implementation="jacobian")
     assert rel(a, b) < 1e-10
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID", "CIRCULAR"])
+@pytest.mark.parametrize(("shape", "kernel", "strides"), [
+    ((7, 3), 3, 2), ((5, 6, 2), (2, 3), (1, 2)), ((4, 3, 5, 2), 2, 1)])
+def test_conv_patches_reproduce_apply(padding, shape, kernel, strides):
+    # the identity the structured NTK's conv rule rests on
+    layer = ntkdsl.compile(f"net c {{ Conv(4, {kernel}, strides={strides}, padding={padding}, "
+                           "b_std=0.3) }").net.body.layers[0]
+    _, p = layer.init(jax.random.key(0), shape)
+    x = jax.random.normal(jax.random.key(1), (3, *shape))
+    sw, sb = layer.scales(p["w"].size // 4)
+    via_patches = sw * layer.patches(x) @ p["w"].reshape(-1, 4) + sb * p["b"]
+    assert rel(via_patches, layer.apply(p, x)) < 1e-14
+
+
+def test_auto_picks_structured_for_a_cnn_with_a_bias_free_readout():
+    # a Dense(1) readout without bias once tipped the flop comparison to the Jacobian
+    m = ntkdsl.compile("net c { repeat 2 { Conv(4, 3, padding=SAME, b_std=0.1); Relu } "
+                       "GlobalAvgPool; Dense(1) }")
+    p = m.init(jax.random.key(0), (5, 5, 2))
+    x = jax.random.normal(jax.random.key(1), (6, 5, 5, 2))
+    assert _choose(m.apply, p, x, None, "auto", None)[0] == "structured"
+    ref = full_jacobian_ntk(m.apply, p, x, x)
+    assert rel(m.empirical_ntk(p, x), ref) < 1e-10
+
+
+def test_each_linear_layer_takes_the_cheaper_contraction():
+    from ntkdsl.empirical_structured import _linear_plan
+
+    dense = ntkdsl.compile("net d { Dense(64) }").net.body.layers[0]
+    conv = ntkdsl.compile("net c { Conv(64, 3) }").net.body.layers[0]
+    w_d, w_c = {"w": (32, 64)}, {"w": (3, 3, 32, 64)}
+    # a Dense on feature vectors: two Gram matrices
+    assert _linear_plan(dense, (50, 32), w_d, (50, 64), 50, 50, 0, 1).rule == "gram"
+    # a conv on 8x8 positions: P^2 = 4096 pairs of positions cost more than the gradients
+    plan = _linear_plan(conv, (50, 8, 8, 32), w_c, (50, 8, 8, 64), 50, 50, 0, 1)
+    assert plan.rule == "grads" and plan.flops == plan.jacobian_flops
+    assert _linear_plan(conv, (50, 8, 8, 32), {"w": (3, 3, 32, 64), "s": (1,)},
+                        (50, 8, 8, 64), 50, 50, 0, 1) is None

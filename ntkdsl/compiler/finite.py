@@ -5,6 +5,7 @@ Imports no layer; the layer classes call down into it.
 
 from __future__ import annotations
 
+import itertools
 import string
 
 from .._lazy import lazy
@@ -50,3 +51,22 @@ def pad_for(x, padding: str, window: Shape, strides: Shape):
         x = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode="wrap")
         return x, [(0, 0)] * len(sizes)
     return x, pads
+
+
+def window_patches(x, padding: str, window: Shape, strides: Shape):
+    """``(N, *out_spatial, prod(window) * C)``: every window of ``x`` (channel last) as a row.
+
+    Features are ordered (window offsets, then channels), as HWIO weights reshaped to
+    ``(-1, C_out)``, so a convolution is ``window_patches(x) @ w.reshape(-1, C_out)``.
+    Built from strided slices, not from a convolution with an identity filter (whose
+    cost would grow with the square of the row length).
+    """
+    x, pads = pad_for(x, padding, window, strides)
+    x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+    outs = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:-1], window, strides)]
+    rows = []
+    for offsets in itertools.product(*(range(k) for k in window)):
+        index = tuple(slice(o, o + (m - 1) * s + 1, s) for o, m, s in zip(offsets, outs, strides))
+        rows.append(x[(slice(None), *index, slice(None))])
+    p = jnp.stack(rows, axis=-2)
+    return p.reshape(*p.shape[:-2], -1)

@@ -225,6 +225,10 @@ class Dense(Affine):
             y = y + b_scale * params["b"]
         return y
 
+    def patches(self, x):
+        """The rows the weights multiply: ``apply(p, x) = s_w patches(x) @ w + s_b b``."""
+        return x
+
 
 def _window_text(v) -> str:
     return "x".join(str(t) for t in v) if isinstance(v, tuple) else f"{v} (each axis)"
@@ -306,3 +310,10 @@ class Conv(Affine):
         if "b" in params:
             y = y + b_scale * params["b"]
         return y
+
+    def patches(self, x):
+        """The rows the weights multiply: ``apply(p, x) = s_w patches(x) @ w.reshape(-1, out)
+        + s_b b``, one per output position (the structured empirical NTK contracts them)."""
+        nd = x.ndim - 2
+        return finite.window_patches(x, self.padding, per_axis(self.kernel, nd, "kernel"),
+                                     per_axis(self.strides, nd, "strides"))
