@@ -218,3 +218,16 @@ def test_gp_inference_uses_only_the_cholesky_factor_of_a_well_conditioned_kernel
     with pytest.warns(P.IllConditionedWarning, match="smallest eigenvalue"):
         P.gp_inference(k, y[:8], k_tx, k_tt)
     assert eigh.calls == 1
+
+
+def test_a_handle_built_inside_jit_matches_the_eager_one():
+    kk, k_tx, k_tt, th, th_tx, y = _problem(n=8, m=2)
+
+    def moments(k, t_, kx, tx):
+        gp = P.gradient_descent_mse_gp(k, y, ntk_train_train=t_, diag_reg=1e-3)
+        return gp(np.array([1.0, np.inf]), kx, k_tt, tx)
+
+    eager = moments(kk, th, k_tx, th_tx)
+    traced = jax.jit(moments)(kk, th, k_tx, th_tx)
+    np.testing.assert_allclose(traced.mean, eager.mean, atol=1e-13)
+    np.testing.assert_allclose(traced.cov, eager.cov, atol=1e-13)
