@@ -96,3 +96,24 @@ def test_prepare_all_keeps_the_callers_x64(no_disk_cache):
             out = f(np.ones(3, np.float32))  # the prepared executable, no new compile
         assert cc.stats().compiles == 2
         assert out.dtype == dtype
+
+
+def test_automatic_tiles_split_the_rows_evenly(monkeypatch):
+    """64 rows with at most 45 per tile: two blocks of 32 (not 45 + 19 padded to 45, which
+    computed 4095 pairs for 2080)."""
+    model = ntkdsl.compile("net t { Conv(2, 3, padding=SAME); Relu; GlobalAvgPool; Dense(1) }")
+    x = np.random.default_rng(0).standard_normal((64, 3, 3, 1))
+    monkeypatch.setattr(kernels, "responsive_batch_size", lambda *a, **k: 45)
+    seen = []
+    real = kernels._tiled
+
+    def spy(model, p, a1, a2, b, *rest, **kw):
+        seen.append(b)
+        return real(model, p, a1, a2, b, *rest, **kw)
+
+    monkeypatch.setattr(kernels, "_tiled", spy)
+    k = model.kernel_fn(x)
+    assert seen == [32]
+    ref = model.kernel_fn(x, batch_size=64)  # one tile
+    for g in ("nngp", "ntk"):
+        np.testing.assert_allclose(getattr(k, g), getattr(ref, g), rtol=1e-14, atol=0)
