@@ -22,7 +22,10 @@ Rows (``--rows``, comma separated):
 * ``empirical``: the finite net's empirical NTK, FC 3 x Dense(2048) on 256 inputs and a
   CNN of 3 x Conv(64, 3x3) + GAP on 64 images 8x8x3, ours (``implementation="auto"``)
   against each of the peer's implementations (1 Jacobian contraction, 2 NTK-vector
-  products, 3 structured derivatives), ratio against the peer's fastest.
+  products, 3 structured derivatives; ``--peer-impls``), on the same params (ours,
+  loaded by the peer) and inputs, in each of ``--empirical-dtypes``: first call and
+  warm median, ratio against the peer's fastest, max difference relative to the
+  largest entry against the peer and (float32) against our float64.
 
 Every measurement is its own interpreter; ours and the peer's alternate which goes first
 (except the empirical rows, where ours writes the parameters the peer then loads). The
@@ -91,25 +94,21 @@ def worker_analytic(case, dtype, reps, out):
     _report(first, times, hits=s.hits, compiles=s.compiles)
 
 
-def _flat_params(params):
-    """Our params in the peer's leaf order: per affine layer W then b."""
-    out = []
+def _flat_params(model, params):
+    """Our params in the peer's leaf order: per affine layer W then b (repeats unrolled)."""
+    from ntkdsl.compiler.network import leaf_params
 
-    def walk(p):
+    out = []
+    for _, p in leaf_params(model.net.body, params):
         if isinstance(p, dict):
             out.append(p["w"])
             if "b" in p:
                 out.append(p["b"])
-        elif isinstance(p, tuple | list):
-            for q in p:
-                walk(q)
-
-    walk(params)
     return out
 
 
-def worker_empirical(which, reps, out):
-    """Our empirical NTK (implementation='auto') of one finite net."""
+def worker_empirical(which, dtype, reps, out, implementation="auto"):
+    """Our empirical NTK of one finite net (float64 params and inputs, cast to ``dtype``)."""
     import jax
     import numpy as np
 
@@ -121,13 +120,16 @@ def worker_empirical(which, reps, out):
     with jax.enable_x64(True):
         params = model.init(jax.random.key(0), shape[1:])
         x = np.random.default_rng(1).standard_normal(shape)
-        impl = _choose(model.apply, params, x, None, "auto", None)[0]
+        params = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), params)
+        x = x.astype(dtype)
+        impl = _choose(model.apply, params, x, None, implementation, None)[0]
     np.save(out.replace(".npz", ".x.npy"), x)
     np.savez(out.replace(".npz", ".params.npz"),
-             **{f"p{i}": np.asarray(a) for i, a in enumerate(_flat_params(params))})
-    k, first, times = _timed(lambda: np.asarray(model.empirical_ntk(params, x)), reps)
+             **{f"p{i}": np.asarray(a) for i, a in enumerate(_flat_params(model, params))})
+    k, first, times = _timed(
+        lambda: np.asarray(model.empirical_ntk(params, x, implementation=implementation)), reps)
     np.savez(out, ntk=k)
-    _report(first, times, implementation=impl)
+    _report(first, times, implementation=impl, dtype=str(k.dtype))
 
 
 CNN21 = ("net g {{ repeat 21 {{ Conv(128, 3, padding=SAME, W_std=sqrt(2), b_std=0.05); Relu }} "
@@ -240,36 +242,47 @@ def analytic_rows(args, tmp, dtype):
 def empirical_rows(args, tmp):
     import numpy as np
 
-    print("\n### empirical NTK (float64)\n")
-    print("| net | load | ours s (impl) | peer 1 jacobian s | peer 2 ntvp s | peer 3 structured s "
-          "| ours / peer fastest | ours 1st | ours MB | peer MB (max) | max rel diff |")
-    print("|---" * 11 + "|")
-    for which in args.empirical:
-        base = str(tmp / f"emp-{which}")
-        load = _load()
-        ours = _run([sys.executable, str(HERE / "bench_speed.py"), "--worker", "empirical",
-                     which, str(args.reps), base + ".npz"])
-        if "error" in ours:
-            print(f"| {which} | {load} | {ours['error']} |")
-            continue
-        peers = {}
-        for impl in args.peer_impls[which]:
-            out = base + f"-peer{impl}.npz"
-            shutil.copy(base + ".x.npy", out.replace(".npz", ".x.npy"))
-            shutil.copy(base + ".params.npz", out.replace(".npz", ".params.npz"))
-            peers[impl] = _run([args.peer, str(HERE / "peer_speed.py"), "empirical", which,
-                                str(impl), str(args.reps), out], timeout=args.peer_timeout)
-        ok = {i: r for i, r in peers.items() if "error" not in r}
-        a = np.load(base + ".npz")["ntk"]
-        diff = max((float(np.abs(a - np.load(base + f"-peer{i}.npz")["ntk"]).max()
-                          / np.abs(a).max()) for i in ok), default=float("nan"))
-        fastest = min((_med(r) for r in ok.values()), default=float("nan"))
-        cells = [f"{_med(peers[i]):.3f}" if i in ok else
-                 (peers[i]["error"] if i in peers else "not run") for i in (1, 2, 3)]
-        peer_mb = max((r["peak_mb"] for r in ok.values()), default=float("nan"))
-        print(f"| {which} | {load} | {_med(ours):.3f} ({ours['implementation']}) | "
-              + " | ".join(cells) + f" | {_med(ours) / fastest:.3f} | {ours['first']:.2f} | "
-              f"{ours['peak_mb']:.0f} | {peer_mb:.0f} | {diff:.1e} |", flush=True)
+    for dtype in args.empirical_dtypes:
+        print(f"\n### empirical NTK ({dtype}; first call / warm median s)\n")
+        print("| net | load | ours (impl) | peer 1 jacobian | peer 2 ntvp | peer 3 structured "
+              "| ours / peer fastest | ours MB | peer MB (max) | max rel diff vs peer "
+              "| ours vs our float64 |")
+        print("|---" * 11 + "|")
+        for which in args.empirical:
+            base = str(tmp / f"emp-{which}-{dtype}")
+            load = _load()
+            ours = _run(["nice", "-n", str(args.nice), sys.executable,
+                         str(HERE / "bench_speed.py"), "--worker", "empirical", which, dtype,
+                         str(args.reps), base + ".npz"])
+            if "error" in ours:
+                print(f"| {which} | {load} | {ours['error']} |", flush=True)
+                continue
+            peers = {}
+            for impl in args.peer_impls[which]:
+                out = base + f"-peer{impl}.npz"
+                shutil.copy(base + ".x.npy", out.replace(".npz", ".x.npy"))
+                shutil.copy(base + ".params.npz", out.replace(".npz", ".params.npz"))
+                peers[impl] = _run(["nice", "-n", str(args.nice), args.peer,
+                                    str(HERE / "peer_speed.py"), "empirical", which, str(impl),
+                                    str(args.reps), out, dtype], timeout=args.peer_timeout)
+            ok = {i: r for i, r in peers.items() if "error" not in r}
+            a = np.load(base + ".npz")["ntk"]
+
+            def rel(b, a=a):
+                return float(np.abs(a - b).max() / np.abs(a).max())
+
+            diff = max((rel(np.load(base + f"-peer{i}.npz")["ntk"]) for i in ok),
+                       default=float("nan"))
+            ref = tmp / f"emp-{which}-float64.npz"
+            own = rel(np.load(ref)["ntk"]) if dtype != "float64" and ref.exists() else 0.0
+            fastest = min((_med(r) for r in ok.values()), default=float("nan"))
+            cells = [f"{peers[i]['first']:.2f} / {_med(peers[i]):.3f}" if i in ok else
+                     (peers[i]["error"] if i in peers else "not run") for i in (1, 2, 3)]
+            peer_mb = max((r["peak_mb"] for r in ok.values()), default=float("nan"))
+            print(f"| {which} | {load} | {ours['first']:.2f} / {_med(ours):.3f} "
+                  f"({ours['implementation']}) | " + " | ".join(cells)
+                  + f" | {_med(ours) / fastest:.3f} | {ours['peak_mb']:.0f} | {peer_mb:.0f} | "
+                  f"{diff:.1e} | {own:.1e} |", flush=True)
 
 
 def cnn21_rows(args, tmp):
@@ -323,6 +336,10 @@ def main() -> None:
     ap.add_argument("--rows", default="analytic,float32,empirical")
     ap.add_argument("--cases", default="abcde")
     ap.add_argument("--empirical", default="fc,cnn")
+    ap.add_argument("--empirical-dtypes", default="float64,float32",
+                    help="dtypes of the empirical rows (params and inputs cast on both sides)")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="niceness of the empirical rows' processes (a shared machine)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--peer", default=DEFAULT_PEER, help="the peer's python")
     ap.add_argument("--peer-timeout", type=int, default=600,
@@ -344,11 +361,12 @@ def main() -> None:
         elif kind == "chunks":
             worker_chunks(rest[0], rest[1], int(rest[2]), rest[3])
         else:
-            worker_empirical(rest[0], int(rest[1]), rest[2])
+            worker_empirical(rest[0], rest[1], int(rest[2]), rest[3], *rest[4:])
         return
     if args.quick:
         args.reps, args.cases, args.empirical = 1, "ab", "cnn"
     args.empirical = [e for e in args.empirical.split(",") if e]
+    args.empirical_dtypes = [d for d in args.empirical_dtypes.split(",") if d]
     # the peer's Jacobian contraction of the FC net needs 256 x 8.5M params x 8 B = 17 GB
     args.peer_impls = {"fc": (2, 3), "cnn": (1, 2, 3)}
     for item in filter(None, args.peer_impls_arg.split(";")):

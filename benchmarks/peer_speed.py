@@ -3,7 +3,7 @@
 Usage (called by bench_speed.py; one measurement per process)::
 
     PEER_PYTHON benchmarks/peer_speed.py analytic CASE DTYPE REPS OUT.npz
-    PEER_PYTHON benchmarks/peer_speed.py empirical WHICH IMPL REPS OUT.npz
+    PEER_PYTHON benchmarks/peer_speed.py empirical WHICH IMPL REPS OUT.npz [DTYPE]
     PEER_PYTHON benchmarks/peer_speed.py cnn21 READOUT DTYPE REPS OUT.npz
 
 Prints one JSON line: first call (compile + run) and warm times, peak RSS.
@@ -16,10 +16,13 @@ import time
 
 import jax
 
-DTYPE = sys.argv[3] if sys.argv[1] in ("analytic", "cnn21") else "float64"
-import numpy as np  # noqa: E402
-import peer_bench  # noqa: E402  (its import turns x64 on; set below per dtype)
-from neural_tangents import stax  # noqa: E402
+if sys.argv[1] in ("analytic", "cnn21"):
+    DTYPE = sys.argv[3]
+else:  # empirical: the dtype is the optional last argument
+    DTYPE = sys.argv[6] if len(sys.argv) > 6 else "float64"
+import numpy as np
+import peer_bench  # (its import turns x64 on; set below per dtype)
+from neural_tangents import stax
 
 jax.config.update("jax_enable_x64", DTYPE == "float64")
 W = 2**0.5
@@ -76,9 +79,12 @@ def main():
         _, params = init_fn(jax.random.PRNGKey(0), (-1, *shape))
         leaves, tree = jax.tree_util.tree_flatten(params)
         mine = [ours[f"p{i}"] for i in range(len(ours.files))]
-        assert [np.shape(a) for a in leaves] == [a.shape for a in mine], "params layout"
-        params = jax.tree_util.tree_unflatten(tree, [jax.numpy.asarray(a) for a in mine])
-        x = np.load(out.replace(".npz", ".x.npy"))
+        # the peer's biases carry singleton axes ((1, C) for Dense, (1, 1, 1, C) for Conv)
+        assert [np.size(a) for a in leaves] == [a.size for a in mine], "params layout"
+        params = jax.tree_util.tree_unflatten(
+            tree, [jax.numpy.asarray(m.reshape(np.shape(a)), DTYPE)
+                   for a, m in zip(leaves, mine)])
+        x = np.load(out.replace(".npz", ".x.npy")).astype(DTYPE)
         kfn = jax.jit(nt.empirical_ntk_fn(apply_fn, vmap_axes=0, implementation=impl))
         k, first, times = timed(lambda: kfn(x, None, params), reps)
         np.savez(out, ntk=np.asarray(k))

@@ -5,17 +5,21 @@ inside the net, with ``g_o = d f_o / d y`` the signal backpropagated to its outp
 
     Theta_layer(a, b) = 1/O sum_o < d_theta L(x_a)^T g_o(a), d_theta L(x_b)^T g_o(b) >.
 
-ntkdsl knows the layer graph, so it gets every layer's input ``x`` (one forward pass)
-and every ``g_o`` (one backward pass per output unit, through zero perturbations
+ntkdsl knows the layer graph, so it gets every layer's input ``x`` and every ``g_o``
+(one forward pass, and one backward pass per output unit, through zero perturbations
 added to each layer's output) and contracts them per layer:
 
-* **Dense on features** ``y = s_w x W + s_b b``: ``d_W = s_w x g^T`` is an outer
-  product, so the contribution is ``s_w^2 (x_a . x_b) (g_a . g_b) + s_b^2 (g_a . g_b)``:
-  two Gram matrices; the ``C_in x C_out`` weight gradient is never formed. This is
-  what makes a wide fully connected net's empirical NTK cheap.
-* **every other layer with parameters** (Conv, Dense per position, attention, norms):
-  its own backward ``d_theta L(x_a)^T g_o(a)`` per example (for a Conv, the
-  patch-wise correlation of its input with ``g``: a tensor of the filter's size),
+* **a layer linear in its weights** (it declares ``patches``: Dense, Conv)
+  ``y = s_w patches(x) W + s_b b``: ``d_W = s_w X^T g`` with ``X = patches(x)`` the
+  rows its weights multiply, one per output position ``p``. The contribution is either
+  ``s_w^2 sum_pq (X_a[p] . X_b[q]) (g_a[p] . g_b[q])``, Gram matrices (for a Dense on
+  feature vectors, one position: ``s_w^2 (x_a . x_b) (g_a . g_b)``, the ``C_in x
+  C_out`` weight gradient never formed, which makes a wide fully connected net
+  cheap), or the inner products of the per-example weight gradients ``X_a^T g_a``
+  (batched matmuls), whichever has fewer flops (:class:`LinearPlan`); the bias adds
+  ``s_b^2`` times the Gram of the position-summed signals.
+* **every other layer with parameters** (attention, norms, transposed and local
+  convolutions): its own backward ``d_theta L(x_a)^T g_o(a)`` per example,
   contracted between examples. That is a Jacobian of one layer only, with the
   layer's parameters (never the whole net's) per example.
 
