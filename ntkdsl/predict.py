@@ -200,8 +200,6 @@ def diag_reg_advice(evals, mean_diag: float, condition_limit: float,
 def _regularize(k: jax.Array, diag_reg: float) -> jax.Array:
     if diag_reg < 0:
         raise InputError(f"diag_reg: expected a number >= 0, got {diag_reg}")
-    if not _is_traced(k):
-        return _regularize_np(np.asarray(k), diag_reg)
     k = (k + k.T) / 2  # checked symmetric up to rounding; remove that rounding before eigh
     if diag_reg:
         n = k.shape[0]
@@ -209,14 +207,37 @@ def _regularize(k: jax.Array, diag_reg: float) -> jax.Array:
     return k
 
 
-def _regularize_np(a: np.ndarray, diag_reg: float) -> np.ndarray:
-    """:func:`_regularize` of a concrete kernel, in numpy (one new array, the diagonal in place)."""
-    k = a + a.T
-    k *= 0.5  # exact, like the division by 2
+def _symmetrised(a: np.ndarray, name: str, source_dtype=None, tile: int = 256) -> np.ndarray:
+    """:func:`check_symmetric` and ``(a + a.T) / 2`` of a concrete kernel in one pass over
+    pairs of square tiles (a whole-matrix transpose reads memory 6x slower at n = 4000)."""
+    n = a.shape[0]
+    out = np.empty(a.shape, a.dtype)
+    worst = scale = 0.0
+    for i in range(0, n, tile):
+        for j in range(i, n, tile):
+            upper, lower = a[i:i + tile, j:j + tile], a[j:j + tile, i:i + tile].T
+            if upper.size:
+                worst = max(worst, float(np.max(np.abs(upper - lower))))
+                scale = max(scale, float(np.max(np.abs(upper))), float(np.max(np.abs(lower))))
+            part = upper + lower
+            part *= 0.5  # exact, like the division by 2
+            out[i:i + tile, j:j + tile] = part
+            out[j:j + tile, i:i + tile] = part.T
+    if scale and worst > symmetry_tolerance(source_dtype, a.dtype) * scale:
+        check_symmetric(a, name, source_dtype)  # the same test: raises, naming the pair
+    return out
+
+
+def _prepared(k, diag_reg: float, name: str, source_dtype=None):
+    """The checked, symmetrised and regularised train kernel (numpy when concrete)."""
+    if diag_reg < 0:
+        raise InputError(f"diag_reg: expected a number >= 0, got {diag_reg}")
+    if _is_traced(k):
+        return _regularize(k, diag_reg)
+    a = _symmetrised(np.asarray(k), name, source_dtype)
     if diag_reg:
-        n = k.shape[0]
-        k[np.diag_indices(n)] += diag_reg * np.trace(k) / n
-    return k
+        a[np.diag_indices(a.shape[0])] += diag_reg * np.trace(a) / a.shape[0]
+    return a
 
 
 # Concrete kernels are factorised by LAPACK through scipy (the divide-and-conquer
@@ -344,9 +365,8 @@ def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k
     """
     dtype = _dtype(dtype)
     k = _square(k_train_train, name, dtype)
-    check_symmetric(k, name, source_dtype or getattr(k_train_train, "dtype", None))
     diag_reg = float(diag_reg)
-    k = _regularize(k, diag_reg)
+    k = _prepared(k, diag_reg, name, source_dtype or getattr(k_train_train, "dtype", None))
     traced = _is_traced(k)
     if traced:
         evals, evecs = jnp.linalg.eigh(k)
@@ -768,8 +788,7 @@ def _cholesky_factor(k_train_train, diag_reg, dtype, name) -> Spectrum | None:
     if _is_traced(k_train_train):
         return None
     k = _square(k_train_train, name, dtype)
-    check_symmetric(k, name, getattr(k_train_train, "dtype", None))
-    k = _regularize(k, float(diag_reg))
+    k = _prepared(k, float(diag_reg), name, getattr(k_train_train, "dtype", None))
     chol = _cholesky(k)
     if chol is None:
         return None
@@ -1057,7 +1076,7 @@ def gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_train=None,
             options=solver_options)
     dtype = _dtype(dtype)
     kk = _square(nngp_train_train, "nngp_train_train", dtype)
-    check_symmetric(kk, "nngp_train_train", getattr(nngp_train_train, "dtype", None))
+    kk = _prepared(kk, 0.0, "nngp_train_train", getattr(nngp_train_train, "dtype", None))
     y = _targets(y_train, kk.shape[0], dtype)
     eta = effective_learning_rate(learning_rate, y.size, loss)
     if kind == "ntk":
@@ -1073,4 +1092,4 @@ def gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_train=None,
     else:
         spec = spectrum(kk, diag_reg=diag_reg, dtype=dtype, name="nngp_train_train",
                         source_dtype=getattr(nngp_train_train, "dtype", None))
-    return GPDynamics(kind, spec, _regularize(kk, 0.0), y, eta)  # symmetrised
+    return GPDynamics(kind, spec, kk, y, eta)

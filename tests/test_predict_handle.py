@@ -231,3 +231,15 @@ def test_a_handle_built_inside_jit_matches_the_eager_one():
     traced = jax.jit(moments)(kk, th, k_tx, th_tx)
     np.testing.assert_allclose(traced.mean, eager.mean, atol=1e-13)
     np.testing.assert_allclose(traced.cov, eager.cov, atol=1e-13)
+
+
+@pytest.mark.parametrize("n", [1, 5, 7, 16])
+def test_tiled_symmetrisation_is_the_plain_one_and_refuses_the_same(n):
+    rng = np.random.default_rng(n)
+    a = rng.normal(size=(n, n))
+    a = a + a.T + 1e-12 * rng.normal(size=(n, n))  # rounding-sized asymmetry: accepted
+    np.testing.assert_array_equal(P._symmetrised(a, "k", tile=3), (a + a.T) / 2)
+    if n > 1:
+        a[0, n - 1] += 1.0
+        with pytest.raises(ntkdsl.InputError, match=rf"k\[{n - 1}, 0\]|k\[0, {n - 1}\]"):
+            P._symmetrised(a, "k", tile=3)
