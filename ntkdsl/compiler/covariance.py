@@ -297,16 +297,20 @@ def snap_unit_correlation(s11: Array, s12: Array, s22: Array, ulps: int = 64) ->
     """
     eps = jnp.finfo(jnp.result_type(s12)).eps
     # roots of positive variances only: sqrt'(0) = inf would turn the gradient of every
-    # entry into NaN when one input has zero variance (the where's other branch is 0 * inf)
+    # entry into NaN when one input has zero variance (the where's other branch is 0 * inf).
+    # Each side's root is taken on its own (broadcastable) variances, not on the pairs:
+    # XLA does not move a root before a broadcast, so a pair-shaped operand costs two
+    # roots per entry of the chunk
     pos = (s11 > 0) & (s22 > 0)
-    root = jnp.sqrt(jnp.where(pos, s11, 1.0)) * jnp.sqrt(jnp.where(pos, s22, 1.0))
+    root = jnp.sqrt(jnp.where(s11 > 0, s11, 1.0)) * jnp.sqrt(jnp.where(s22 > 0, s22, 1.0))
     r = jnp.where(s11 == s22, s11, jnp.where(pos, root, 0.0))
     tol = ulps * eps * r
     return jnp.where(jnp.abs(s12 - r) <= tol, r, jnp.where(jnp.abs(s12 + r) <= tol, -r, s12))
 
 
 def power_of_two_scale(*variances: Array) -> Array:
-    """A power of two near the largest variance (1 if all are 0): dividing by it is exact.
+    """A power of two near the largest variance (at least the smallest normal number):
+    dividing or multiplying by it or by its reciprocal is exact.
 
     A positively homogeneous nonlinearity's kernel map satisfies ``T(c s) = c T(s)``, so
     evaluating it on variances scaled by this factor (and scaling back) changes no bit of
@@ -315,7 +319,12 @@ def power_of_two_scale(*variances: Array) -> Array:
     m = variances[0].max()
     for v in variances[1:]:
         m = jnp.maximum(m, v.max())
-    return jnp.where(m > 0, jnp.exp2(jnp.floor(jnp.log2(jnp.where(m > 0, m, 1.0)))), 1.0)
+    # at least the smallest normal number, so that its reciprocal is a finite power of two
+    # too (callers multiply by it instead of dividing: a divide per entry is one of the
+    # costliest operations of a pair function on CPU); scaling subnormal variances up to
+    # this is still exact and cannot overflow
+    tiny = jnp.finfo(jnp.result_type(m)).tiny
+    return jnp.where(m > tiny, jnp.exp2(jnp.floor(jnp.log2(jnp.where(m > tiny, m, 1.0)))), tiny)
 
 
 def poison_large(s11: Array, s12: Array, s22: Array) -> Array:

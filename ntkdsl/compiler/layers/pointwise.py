@@ -135,20 +135,18 @@ class Pointwise(Layer):
             s12 = jnp.where(k.rows == k.cols, c1[..., k.rows], s12)
         s12 = cv.snap_unit_correlation(s11, s12, s22)
         scale = cv.power_of_two_scale(v1, v2) if self.homogeneous else None
-        # a power of two's reciprocal is exact: one scalar divide instead of one per entry
-        inv = None if scale is None else 1.0 / scale
 
         def t_only(a, b, c):
             if scale is None:
                 return self.t_fn()(a, cv.poison_large(a, b, c), c)
-            return self.t_fn()(a * inv, b * inv, c * inv) * scale
+            return self.t_fn()(a / scale, b / scale, c / scale) * scale
 
         def pair(a, b, c):
             if k.ntk is None:
                 return t_only(a, b, c), None
             if scale is None:
                 return self.pair_fn()(a, cv.poison_large(a, b, c), c)
-            t, tdot = self.pair_fn()(a * inv, b * inv, c * inv)
+            t, tdot = self.pair_fn()(a / scale, b / scale, c / scale)
             return t * scale, tdot
 
         nngp, ntk = rules.pointwise(s11, s12, s22, k.ntk, pair=pair)
