@@ -25,7 +25,7 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
                      storage: str = "auto", adjacency_train=None):
     """A jitted ``(x_test, t) -> Gaussian(mean, cov)`` for a compiled model (eq. 13-16).
 
-    The train-train kernels, their eigendecomposition and Cholesky factor are
+    The train-train kernels and their eigendecomposition are
     computed once, here (so conditioning warnings appear now, and the train
     kernel may be tiled). The returned function is one ``jax.jit`` of the
     test-train and test-test kernel computation (the kernel compiler's traceable

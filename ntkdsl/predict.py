@@ -24,9 +24,12 @@ Conventions
   free; the peer's default).
 
 Numerics: one symmetric eigendecomposition of the train kernel serves every
-finite time; ``t = inf`` uses a Cholesky solve (falling back to an
-eigenvalue-thresholded pseudo-inverse, with a warning, when the kernel is not
-numerically positive definite). Eigenvalues are clipped at 0. An
+finite time; ``t = inf`` uses a Cholesky solve in :func:`gp_inference` and
+:func:`gradient_descent_mse` (falling back to an eigenvalue-thresholded
+pseudo-inverse, with a warning, when the kernel is not numerically positive
+definite) and the same eigendecomposition in :func:`gradient_descent_mse_gp`
+(``1 / lambda`` per mode, warning when the threshold drops a mode). Eigenvalues
+are clipped at 0. An
 ill-conditioned kernel warns with its condition number
 (:class:`IllConditionedWarning`); a learning rate above ``eta_critical`` warns
 for the discrete optimisers (:class:`LearningRateWarning`). All predictor
@@ -313,13 +316,18 @@ class Spectrum:
     def _pinv_np(self, rhs: np.ndarray, power: float) -> np.ndarray:
         """``V diag(lam^-power) V^T rhs`` (``power`` 1) or ``diag(lam^-1/2) V^T rhs``
         (``power`` 0.5), eigenvalues below the cut of :meth:`solve` dropped."""
-        lam, v = np.asarray(self.evals), np.asarray(self.evecs)
+        v = np.asarray(self.evecs)
+        w = self.inverse_weights(power)[:, None] * (v.T @ rhs)
+        return v @ w if power == 1.0 else w
+
+    def inverse_weights(self, power: float = 1.0) -> np.ndarray:
+        """``lambda^-power`` of the concrete eigenvalues, 0 below the pseudo-inverse's cut
+        ``n eps lambda_max`` (``power`` 1 or 0.5)."""
+        lam = np.asarray(self.evals)
         cut = lam[-1] * self.n * np.finfo(lam.dtype).eps
         keep = lam > cut
         safe = np.where(keep, lam, 1)
-        inv = np.where(keep, 1 / (safe if power == 1.0 else np.sqrt(safe)), 0)
-        w = inv[:, None] * (v.T @ rhs)
-        return v @ w if power == 1.0 else w
+        return np.where(keep, 1 / (safe if power == 1.0 else np.sqrt(safe)), 0)
 
     def half_solve(self, rhs: jax.Array) -> jax.Array:
         """``Z`` with ``Z^T Z = rhs^T K^{-1} rhs`` (keeps posterior covariances symmetric)."""
@@ -341,7 +349,7 @@ class Spectrum:
 
 @float64
 def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k_train_train",
-             warn: bool = True, source_dtype=None) -> Spectrum:
+             warn: bool = True, source_dtype=None, cholesky: bool = True) -> Spectrum:
     """Regularise, eigendecompose and Cholesky-factor a train kernel, warning if ill-conditioned.
 
     Arguments:
@@ -355,6 +363,9 @@ def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k
             ``1e-3 / eps`` (about 4.5e12 in float64, 8.4e3 in float32: solves may lose
             all but 3 digits); the warning names the ``diag_reg`` that silences it
             (:func:`diag_reg_advice`).
+        cholesky: also factor the kernel for ``solve``; ``False`` leaves ``chol`` None, so
+            solves use the eigenbasis (the pseudo-inverse), and then the warning also
+            fires whenever that drops eigenvalues (below ``n eps lambda_max``).
 
     Returns:
         A :class:`Spectrum`.
@@ -379,11 +390,18 @@ def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k
     eps = float(jnp.finfo(dtype).eps)
     condition = lam_max / lam_min if lam_min > 0 else math.inf
     chol = None
-    if lam_min > 0:
+    if cholesky and lam_min > 0:
         chol = jnp.linalg.cholesky(k) if traced else _cholesky(k)
     limit = 1e-3 / eps
-    if warn and (condition > limit or chol is None) and lam_max > 0:
-        how = ("is not numerically positive definite" if chol is None
+    if cholesky:
+        pinv = chol is None
+        positive = not pinv
+    else:  # solves drop the eigenvalues under the pseudo-inverse's cut: warn then too
+        positive = lam_min > 0
+        pinv = condition >= 1 / (k.shape[0] * eps)
+        limit = min(limit, 1 / (k.shape[0] * eps))
+    if warn and (condition > limit or not positive or pinv) and lam_max > 0:
+        how = ("is not numerically positive definite" if not positive
                else "is ill-conditioned")
         # the advice is for the unregularised kernel: undo the shift diag_reg made
         mean_diag = float((jnp if traced else np).trace(k)) / k.shape[0] / (1 + diag_reg)
@@ -395,7 +413,7 @@ def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k
         warnings.warn(
             f"{name} {how} (condition number {condition:.3g}, smallest eigenvalue "
             f"{lam_min:.3g}, largest {lam_max:.3g}, {jnp.dtype(dtype).name}); t = inf solves and "
-            f"posteriors lose accuracy{' (using a pseudo-inverse)' if chol is None else ''}"
+            f"posteriors lose accuracy{' (using a pseudo-inverse)' if pinv else ''}"
             f"{fix}",
             IllConditionedWarning, stacklevel=3)
     if lam_max <= 0 and not _is_traced(evals):
@@ -956,8 +974,9 @@ class GPDynamics:
             g = (h[:, :, None] * vy[None]).transpose(1, 0, 2).reshape(n, -1)
             mean[fin] = (p @ g).reshape(m, fin.size, k).transpose(1, 0, 2)
         w_inf = None
-        if inf.any():
-            w_inf = np.asarray(spec.solve(th_tx.T))  # Theta^{-1} Theta_Xt, (n, m)
+        if inf.any():  # Theta^{-1} Theta_Xt, (n, m); P is already V^T Theta_Xt
+            w_inf = (np.asarray(spec.solve(th_tx.T)) if spec.chol is not None
+                     else v @ (spec.inverse_weights()[:, None] * p.T))
             mean[inf] = w_inf.T @ y
         if k_tt is None:
             return mean, None
@@ -967,8 +986,9 @@ class GPDynamics:
             _, h2 = _flow_factors(spec.evals, jnp.asarray(2 * tt[fin]), self.eta)
             for i, j in enumerate(fin):
                 cov[j] = k_tt - (p * np.asarray(h2[i])) @ p.T
-            if inf.any():
-                z = np.asarray(spec.half_solve(k_tx.T))
+            if inf.any():  # P = K_tX V here
+                z = (np.asarray(spec.half_solve(k_tx.T)) if spec.chol is not None
+                     else spec.inverse_weights(0.5)[:, None] * p.T)
                 cov[inf] = k_tt - z.T @ z
         else:
             kk = np.asarray(self.nngp_train_train)
@@ -1088,8 +1108,8 @@ def gradient_descent_mse_gp(nngp_train_train, y_train, *, ntk_train_train=None,
             raise InputError(f"ntk_train_train: expected shape {kk.shape} like "
                              f"nngp_train_train, got {th.shape}")
         spec = spectrum(th, diag_reg=diag_reg, dtype=dtype, name="ntk_train_train",
-                        source_dtype=getattr(ntk_train_train, "dtype", None))
+                        source_dtype=getattr(ntk_train_train, "dtype", None), cholesky=False)
     else:
         spec = spectrum(kk, diag_reg=diag_reg, dtype=dtype, name="nngp_train_train",
-                        source_dtype=getattr(nngp_train_train, "dtype", None))
+                        source_dtype=getattr(nngp_train_train, "dtype", None), cholesky=False)
     return GPDynamics(kind, spec, kk, y, eta)

@@ -243,3 +243,20 @@ def test_tiled_symmetrisation_is_the_plain_one_and_refuses_the_same(n):
         a[0, n - 1] += 1.0
         with pytest.raises(ntkdsl.InputError, match=rf"k\[{n - 1}, 0\]|k\[0, {n - 1}\]"):
             P._symmetrised(a, "k", tile=3)
+
+
+@pytest.mark.slow  # two eigendecompositions of a 1200 x 1200 kernel
+def test_gp_dynamics_warn_when_the_pseudo_inverse_drops_a_mode():
+    # n = 1200: the pseudo-inverse's cut n eps lambda_max is a condition number of 3.75e12,
+    # under the warning limit 4.5e12; a kernel at 4e12 drops its smallest mode at t = inf
+    n = 1200
+    q, _ = np.linalg.qr(np.random.default_rng(7).normal(size=(n, n)))
+    lam = np.geomspace(1.0, 1 / 4e12, n)
+    k = (q * lam) @ q.T
+    k = (k + k.T) / 2
+    y = np.ones((n, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", P.IllConditionedWarning)
+        P.gp_inference(k, y, k[:2])  # the Cholesky solve keeps every mode: no warning
+    with pytest.warns(P.IllConditionedWarning, match="using a pseudo-inverse"):
+        P.gradient_descent_mse_gp(k, y, kind="nngp")
