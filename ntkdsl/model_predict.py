@@ -134,6 +134,7 @@ def model_predict_fn(model, x_train, y_train, *, kind: str = "ntk", learning_rat
                 and dyn.wants_eigenbasis_product(x_test.shape[0]
                                                  * int(np.sum(np.isfinite(np.asarray(t)))))):
             kept["mkm"] = jnp.asarray(dyn.eigenbasis_product())
+            object.__setattr__(dyn, "nngp_eigenbasis", kept["mkm"])  # held once
         return fused(x_test, t, train_arrays, kept.get("mkm"))
 
     predict_fn.dynamics = dyn

@@ -993,7 +993,7 @@ class GPDynamics:
         else:
             kk = np.asarray(self.nngp_train_train)
             q = v.T @ k_tx.T  # V^T K_Xt, (n, m)
-            mkm = (self.eigenbasis_product()
+            mkm = (np.asarray(self.eigenbasis_product())
                    if fin.size and self.wants_eigenbasis_product(fin.size * m) else None)
             for block in _time_blocks(fin.size, m, n):
                 a = (p[None] * h[block][:, None, :]).reshape(-1, n)  # rows (t, m)
