@@ -64,6 +64,9 @@ def test_symmetric_tiles_compiled_together_then_used(monkeypatch, no_disk_cache,
     model = ntkdsl.compile(spec)
     fc = len(shape) == 1
     kernels._tile_fn_cached.cache_clear()
+    # the Gram matrix's executables are per shape and process-wide: an earlier test in
+    # this worker may have compiled this shape already
+    monkeypatch.setattr(kernels._fc_gram, "_compiled", {})
     k = model.kernel_fn(x, batch_size=3)  # 3 row blocks: diagonal and off-diagonal tiles
     s = cc.stats()
     assert s.compiles == 2 + fc  # the two tile functions (+ the Gram matrix), nothing more
