@@ -235,3 +235,33 @@ def test_auto_selection():
     assert choose_solver("lanczos", 10) == "lanczos"
     with pytest.raises(InputError, match="solver"):
         choose_solver("qr", 10)
+
+
+@pytest.mark.parametrize("spec, net, shape", [("fc_relu", "fc3", (5,)),
+                                              ("digits_cnn", "cnn_flatten", (8, 8, 1))])
+def test_upper_tiles_give_the_kernel_on_disk_and_in_products(tmp_path, spec, net, shape):
+    # ragged tiles (300 rows in tiles of 128): the on-disk tiler and the matrix-free
+    # products both walk the upper triangle once and mirror it
+    from ntkdsl.solvers.model import train_kernels_to_disk
+
+    model = ntkdsl.compile_file(f"{SPECS}/{spec}.ntk", net=net)
+    n = 300 if len(shape) == 1 else 90
+    x = np.random.default_rng(0).standard_normal((n, *shape))
+    k = model.kernel_fn(x, None, ("nngp", "ntk"), dtype=np.float64)
+    b = 128 if len(shape) == 1 else 32
+    disk = train_kernels_to_disk(model, x, ("nngp", "ntk"), str(tmp_path), block_rows=b)
+    v = np.random.default_rng(1).standard_normal((n, 3))
+    for g in ("nngp", "ntk"):
+        ref = np.asarray(getattr(k, g))
+        assert _rel(np.asarray(disk[g]), ref) < 1e-12
+        assert np.array_equal(np.asarray(disk[g]), np.asarray(disk[g]).T)
+        op = MatrixFreeOperator(model, x, g, block_rows=b)
+        assert _rel(op.matmat(v), ref @ v) < 1e-12
+        assert op.stats.max_block_bytes <= b * b * 8
+
+
+def test_iterative_solvers_refuse_graph_nets_by_name():
+    model = ntkdsl.compile_file(f"{SPECS}/gnn.ntk", net="gnn")
+    x = np.random.default_rng(0).standard_normal((6, 3, 4))
+    with pytest.raises(InputError, match="graph nets"):
+        MatrixFreeOperator(model, x, "ntk")
