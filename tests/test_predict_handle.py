@@ -24,15 +24,11 @@ import scipy.linalg as sla
 
 import ntkdsl
 from ntkdsl import predict as P
+from tests.test_predict import _joint_kernel
 
 jax.config.update("jax_enable_x64", True)
 
-
-def _joint(rng, n, m, rank=None, jitter=0.05):
-    rank = rank or n + m
-    a = rng.normal(size=(n + m, rank))
-    k = a @ a.T / rank + jitter * np.eye(n + m)
-    return k[:n, :n], k[n:, :n], k[n:, n:]
+_joint = _joint_kernel
 
 
 def _problem(seed=0, n=12, m=4, k=2):
