@@ -38,6 +38,7 @@ objects are pure JAX in their time and test arguments, so they can be jitted.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import warnings
@@ -249,6 +250,25 @@ def _prepared(k, diag_reg: float, name: str, source_dtype=None):
 # kernels (inside a user's jit) take the jax path. Both are module functions so the
 # tests can count the factorisations.
 
+# LAPACK's copy of the input (which becomes the eigenvectors) and dsyevd's workspace
+# of 2 n^2 + 6 n + 1 doubles.
+_EIGH_COPIES = 3
+
+
+@contextlib.contextmanager
+def _dense_memory(name: str, n: int, copies: int):
+    """Turn a failed allocation of a dense factorisation into an error that says what
+    to use instead (the CLI's exit 2, not an internal error)."""
+    try:
+        yield
+    except MemoryError as e:
+        raise InputError(
+            f"{name}: the dense factorisation of a {n}-point kernel ran out of memory ({e}); "
+            f"it needs about {copies * n * n * 8 / 2**30:.1f} GiB beside the kernels; pass "
+            "solver='cg' to gp_inference, gradient_descent_mse_gp or predict_fn (CLI: "
+            "--solver cg), which factorises nothing dense") from e
+
+
 def _eigh(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (ascending) and eigenvectors of a concrete symmetric matrix."""
     import scipy.linalg
@@ -382,7 +402,8 @@ def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k
     if traced:
         evals, evecs = jnp.linalg.eigh(k)
     else:
-        evals, evecs = _eigh(k)
+        with _dense_memory(name, k.shape[0], _EIGH_COPIES):
+            evals, evecs = _eigh(k)
         if not bool(np.all(np.isfinite(evals))):
             raise InputError(f"{name}: eigendecomposition failed (non-finite eigenvalues)")
     lam_max = float(evals[-1]) if not traced else 1.0
@@ -391,7 +412,11 @@ def spectrum(k_train_train, *, diag_reg: float = 0.0, dtype=None, name: str = "k
     condition = lam_max / lam_min if lam_min > 0 else math.inf
     chol = None
     if cholesky and lam_min > 0:
-        chol = jnp.linalg.cholesky(k) if traced else _cholesky(k)
+        if traced:
+            chol = jnp.linalg.cholesky(k)
+        else:
+            with _dense_memory(name, k.shape[0], 1):
+                chol = _cholesky(k)
     limit = 1e-3 / eps
     if cholesky:
         pinv = chol is None
@@ -807,7 +832,8 @@ def _cholesky_factor(k_train_train, diag_reg, dtype, name) -> Spectrum | None:
         return None
     k = _square(k_train_train, name, dtype)
     k = _prepared(k, float(diag_reg), name, getattr(k_train_train, "dtype", None))
-    chol = _cholesky(k)
+    with _dense_memory(name, k.shape[0], 1):
+        chol = _cholesky(k)
     if chol is None:
         return None
     condition = _condition_estimate(k, chol)

@@ -229,6 +229,18 @@ def test_budget_exhausted_reports_residual():
         lanczos_functions(op, np.ones(300), [1e6], mode_factors(), tol=1e-14, max_iter=20)
 
 
+def test_dense_out_of_memory_names_the_iterative_solver(monkeypatch):
+    """A forced dense solve whose eigendecomposition cannot allocate says so and what to
+    use instead (a user error, exit 2 in the CLI), instead of numpy's bare MemoryError."""
+    def no_memory(k):
+        raise MemoryError("Unable to allocate 5.96 GiB")
+
+    monkeypatch.setattr(P, "_eigh", no_memory)
+    k = _rbf(50, ell=2.0)
+    with pytest.raises(InputError, match=r"50-point kernel ran out of memory.*solver='cg'"):
+        P.gradient_descent_mse_gp(k, np.ones((50, 1)), kind="nngp", solver="dense")
+
+
 def test_auto_selection():
     assert choose_solver("auto", 500) == "dense"
     assert choose_solver("auto", 500, memory=10**6) == "cg"
