@@ -75,21 +75,19 @@ def _status(pid: int) -> dict:
 def run_monitored(cmd: list[str], env=None, memory_limit_gb: float | None = None) -> dict:
     """Run ``cmd``; wall time, peak VmHWM / RssAnon / RssFile in MB, its stderr and stdout.
 
-    ``memory_limit_gb`` caps the child's address space (``RLIMIT_AS``), so a run that
-    does not fit fails with an allocation error instead of pushing the machine into
-    swap or the OOM killer.
+    ``memory_limit_gb`` caps the child's address space (``RLIMIT_AS``, through
+    util-linux's ``prlimit``: no ``preexec_fn`` fork of this multithreaded process), so
+    a run that does not fit fails with an allocation error instead of pushing the
+    machine into swap or the OOM killer.
     """
     import resource
 
-    def cap():
-        if memory_limit_gb:
-            limit = int(memory_limit_gb * 1024**3)
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
+    if memory_limit_gb:
+        cmd = ["prlimit", f"--as={int(memory_limit_gb * 1024**3)}", "--", *cmd]
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, preexec_fn=cap)
+                            env=env)
     peak = {"VmHWM": 0.0, "RssAnon": 0.0, "RssFile": 0.0}
     stop = threading.Event()
 
