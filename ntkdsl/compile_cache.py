@@ -466,7 +466,8 @@ class CachedFunction:
         return None
 
 
-def _cores() -> int:
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity)."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -486,7 +487,7 @@ def prepare_all(jobs) -> None:
             arguments (or ``jax.ShapeDtypeStruct`` pytrees) it will be called with.
     """
     jobs = list(jobs)
-    if len(jobs) < 2 or _cores() < 2:
+    if len(jobs) < 2 or available_cores() < 2:
         for f, specs in jobs:
             f.prepare(*specs)
         return

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..compile_cache import CachedFunction, prepare_all
+from ..compile_cache import CachedFunction, available_cores, prepare_all
 from ..diagnostics import InputError
 from ..io import check_cast, progress_bar
 from ..result import Kernel
@@ -447,6 +447,11 @@ def responsive_batch_size(p: LayerPlan, n1: int, n2: int, symmetric: bool,
     return max(1, math.isqrt(max(1, entries // pf)))
 
 
+def tile_threads() -> int:
+    """Threads that compute the tiles of a tiled kernel at once: this process's cores."""
+    return available_cores()
+
+
 def result_bytes(n1: int, n2: int, n_kernels: int, itemsize: int) -> int:
     """Bytes of the result itself: ``n_kernels`` arrays of ``n1 x n2``."""
     return n1 * n2 * n_kernels * itemsize
@@ -748,20 +753,62 @@ def _tiled(model, p, a1, a2, b, dt, gets, progress, out=None):
         # the diagonal tiles (pairs i <= j) and the others are two functions: compiled at once
         _prepare_symmetric_tiles(model, p, a1.shape[1:], b1, dt, gets)
     bar = _progress(len(tiles), progress)
+
+    def compute(tile):
+        i, j = tile
+        (lo1, hi1), (lo2, hi2) = blocks1[i], blocks2[j]
+        rows2 = None if sym and i == j else (a1 if sym else a2)[lo2:hi2]
+        return tile_kernels(model, a1[lo1:hi1], rows2, b1, b2, gets, dt)
+
+    def store(tile, res):
+        (lo1, hi1), (lo2, hi2) = blocks1[tile[0]], blocks2[tile[1]]
+        for g, o in zip(gets, outs):
+            r = res[g]
+            check_finite(r, g, dt, (lo1, lo2))
+            o[lo1:hi1, lo2:hi2] = r
+            if sym and tile[0] != tile[1]:
+                o[lo2:hi2, lo1:hi1] = r.T
+        if bar is not None:
+            bar.update(1)
+
+    threads = min(tile_threads(), len(tiles))
     try:
-        for i, j in tiles:
-            (lo1, hi1), (lo2, hi2) = blocks1[i], blocks2[j]
-            rows2 = None if sym and i == j else (a1 if sym else a2)[lo2:hi2]
-            res = tile_kernels(model, a1[lo1:hi1], rows2, b1, b2, gets, dt)
-            for g, o in zip(gets, outs):
-                r = res[g]
-                check_finite(r, g, dt, (lo1, lo2))
-                o[lo1:hi1, lo2:hi2] = r
-                if sym and i != j:
-                    o[lo2:hi2, lo1:hi1] = r.T
-            if bar is not None:
-                bar.update(1)
+        if threads < 2:
+            for tile in tiles:
+                store(tile, compute(tile))
+        else:
+            _tiles_in_threads(tiles, compute, store, threads)
     finally:
         if bar is not None:
             bar.close()
     return tuple(outs)
+
+
+def _tiles_in_threads(tiles, compute, store, threads: int) -> None:
+    """``store(tile, compute(tile))`` for every tile, computed by ``threads`` threads.
+
+    XLA runs an executable without the GIL, and one tile's chunk loop keeps a second
+    core only partly busy (its per-chunk loops are small), so tiles side by side finish
+    sooner (12-18% on the tiled benchmark cases b and d, 2 cores); the results are
+    stored by this thread in tile order (``out=`` arrays such as a zarr store are
+    written by one thread only), with at most two tiles per thread computed ahead, so
+    memory stays a few tiles. An error or Ctrl-C here cancels the tiles not started and
+    waits for the running ones (each at most ``TILE_ENTRIES`` entries of work).
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    ex = ThreadPoolExecutor(threads, thread_name_prefix="ntkdsl-tile")
+    pending: deque = deque()
+    try:
+        todo = iter(tiles)
+        for tile in todo:
+            pending.append((tile, ex.submit(compute, tile)))
+            if len(pending) >= 2 * threads:
+                tile0, fut = pending.popleft()
+                store(tile0, fut.result())
+        while pending:
+            tile0, fut = pending.popleft()
+            store(tile0, fut.result())
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
