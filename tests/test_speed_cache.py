@@ -218,13 +218,22 @@ def test_traced_calls_bypass_the_cache(private_cache):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 10, 257, 3000])
 def test_computed_pair_list_is_the_upper_triangle(n):
+    """The folded list holds every pair i <= j, and the mirror gather's position of each
+    pair is a position holding that pair (the odd middle row's repeats are never read)."""
     rows, cols = np.triu_indices(n)
+    m = kernels.symmetric_pairs(n)
+    assert m - len(rows) == (n % 2) * (n + 1) // 2
     for x64 in (True, False):
         with jax.enable_x64(x64):
-            q = jnp.arange(len(rows), dtype=jnp.int32)
-            r, c = jax.jit(lambda q: kernels._pair_of(q, n, None))(q)
-            np.testing.assert_array_equal(np.asarray(r), rows)
-            np.testing.assert_array_equal(np.asarray(c), cols)
+            q = jnp.arange(m, dtype=jnp.int32)
+            r, c = (np.asarray(a) for a in jax.jit(lambda q: kernels._pair_of(q, n, None))(q))
+            assert np.all(r <= c) and np.all(c < n)
+            assert {*zip(r.tolist(), c.tolist())} == {*zip(rows.tolist(), cols.tolist())}
+            pos = np.asarray(jax.jit(lambda a, b: kernels._pair_position(a, b, n))(
+                jnp.asarray(rows, jnp.int32), jnp.asarray(cols, jnp.int32)))
+            assert len(set(pos.tolist())) == len(rows) and pos.max() < m
+            np.testing.assert_array_equal(r[pos], rows)
+            np.testing.assert_array_equal(c[pos], cols)
     r, c = kernels._pair_of(jnp.arange(12), 3, 4)
     np.testing.assert_array_equal(np.asarray(r), np.repeat(np.arange(3), 4))
     np.testing.assert_array_equal(np.asarray(c), np.tile(np.arange(4), 3))
