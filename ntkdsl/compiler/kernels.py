@@ -720,18 +720,21 @@ def tile_kernels(model, rows1: np.ndarray, rows2: np.ndarray | None, b1: int, b2
         return {g: np.asarray(r)[:m1, :m2] for g, r in zip(gets, res)}
 
 
+def _tile_specs(p: LayerPlan, row_shape: tuple, b1: int, b2: int | None, dt: np.dtype):
+    """The argument shapes of a ``b1 x b2`` tile function (``b2`` None: a diagonal tile)."""
+    spec = jax.ShapeDtypeStruct
+    if len(p.in_shape) == 1:  # fully connected: the tile's Gram matrix and row norms
+        gram = (spec((b1, b1 if b2 is None else b2), dt), spec((b1,), dt))
+        return (gram,) if b2 is None else (gram, spec((b2,), dt))
+    x1 = spec((b1, *row_shape), dt)
+    return (x1,) if b2 is None else (x1, spec((b2, *row_shape), dt))
+
+
 def _prepare_symmetric_tiles(model, p: LayerPlan, row_shape: tuple, b: int, dt: np.dtype,
                              gets) -> None:
     """Load or compile the diagonal and the off-diagonal tile functions of ``b`` rows together."""
-    spec = jax.ShapeDtypeStruct
-    if len(p.in_shape) == 1:  # fully connected: the tile's Gram matrix and row norms
-        diag = ((spec((b, b), dt), spec((b,), dt)),)
-        off = ((spec((b, b), dt), spec((b,), dt)), spec((b,), dt))
-    else:
-        diag = (spec((b, *row_shape), dt),)
-        off = (spec((b, *row_shape), dt), spec((b, *row_shape), dt))
-    prepare_all([(_tile_fn(model, p, b, None, dt, gets), diag),
-                 (_tile_fn(model, p, b, b, dt, gets), off)])
+    prepare_all([(_tile_fn(model, p, b, None, dt, gets), _tile_specs(p, row_shape, b, None, dt)),
+                 (_tile_fn(model, p, b, b, dt, gets), _tile_specs(p, row_shape, b, b, dt))])
 
 
 def _tiled(model, p, a1, a2, b, dt, gets, progress, out=None):
@@ -752,9 +755,15 @@ def _tiled(model, p, a1, a2, b, dt, gets, progress, out=None):
         tiles = [(i, j) for i in range(len(blocks1)) for j in range(len(blocks2))]
     outs = ([out[g] for g in gets] if out is not None
             else [np.empty((n1, n2), dt) for _ in gets])
+    threads = min(tile_threads(), len(tiles))
     if sym and len(blocks1) > 1:
         # the diagonal tiles (pairs i <= j) and the others are two functions: compiled at once
         _prepare_symmetric_tiles(model, p, a1.shape[1:], b1, dt, gets)
+    elif not sym and threads > 1:
+        # every tile of a grid is one function: made and compiled here, before the threads,
+        # so that they share it (two threads asking the function cache at once would each
+        # build and compile their own)
+        _tile_fn(model, p, b1, b2, dt, gets).prepare(*_tile_specs(p, a1.shape[1:], b1, b2, dt))
     bar = _progress(len(tiles), progress)
 
     def compute(tile):
@@ -774,7 +783,6 @@ def _tiled(model, p, a1, a2, b, dt, gets, progress, out=None):
         if bar is not None:
             bar.update(1)
 
-    threads = min(tile_threads(), len(tiles))
     try:
         if threads < 2:
             for tile in tiles:
