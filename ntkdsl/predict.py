@@ -234,10 +234,10 @@ def _symmetrised(a: np.ndarray, name: str, source_dtype=None, tile: int = 256) -
 
 def _prepared(k, diag_reg: float, name: str, source_dtype=None):
     """The checked, symmetrised and regularised train kernel (numpy when concrete)."""
-    if diag_reg < 0:
-        raise InputError(f"diag_reg: expected a number >= 0, got {diag_reg}")
     if _is_traced(k):
         return _regularize(k, diag_reg)
+    if diag_reg < 0:
+        raise InputError(f"diag_reg: expected a number >= 0, got {diag_reg}")
     a = _symmetrised(np.asarray(k), name, source_dtype)
     if diag_reg:
         a[np.diag_indices(a.shape[0])] += diag_reg * np.trace(a) / a.shape[0]

@@ -35,3 +35,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid in _SLOW:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def no_disk_cache():
+    """ntkdsl's on-disk compile cache off and its counters reset, for tests that count
+    compiles (a hit from an earlier test would hide one)."""
+    from ntkdsl import compile_cache as cc
+
+    cc.set_cache_dir(False)
+    cc.reset_stats()
+    yield cc
+    cc.set_cache_dir(None)
+

@@ -68,20 +68,13 @@ def test_a_failing_tile_raises_in_the_caller_and_stops_the_rest(monkeypatch):
 
 
 @pytest.mark.parametrize("spec, shape", [(CONV, (4, 4, 1)), (FC, (5,))])
-def test_threads_share_one_compiled_tile_function(monkeypatch, spec, shape):
+def test_threads_share_one_compiled_tile_function(monkeypatch, no_disk_cache, spec, shape):
     """A grid's tiles are one function, compiled once before the threads start (two
     threads asking the function cache at once would each build and compile their own)."""
-    from ntkdsl import compile_cache as cc
-
-    cc.set_cache_dir(False)
-    cc.reset_stats()
-    try:
-        model = ntkdsl.compile(spec)  # a new net: nothing compiled for it yet
-        rng = np.random.default_rng(3)
-        monkeypatch.setattr(kernels, "tile_threads", lambda: 2)
-        model.kernel_fn(rng.standard_normal((40, *shape)), rng.standard_normal((30, *shape)),
-                        batch_size=10)
-        # the tile function once, and for the fully connected net its Gram function
-        assert cc.stats().compiles == (1 if spec is CONV else 2)
-    finally:
-        cc.set_cache_dir(None)
+    model = ntkdsl.compile(spec)  # a new net: nothing compiled for it yet
+    rng = np.random.default_rng(3)
+    monkeypatch.setattr(kernels, "tile_threads", lambda: 2)
+    model.kernel_fn(rng.standard_normal((40, *shape)), rng.standard_normal((30, *shape)),
+                    batch_size=10)
+    # the tile function once, and for the fully connected net its Gram function
+    assert no_disk_cache.stats().compiles == (1 if spec is CONV else 2)

@@ -46,14 +46,6 @@ def test_chunked_fully_connected_tile_traces_the_net_once(monkeypatch, n2):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-13, atol=0)
 
 
-@pytest.fixture
-def no_disk_cache():
-    cc.set_cache_dir(False)
-    cc.reset_stats()
-    yield
-    cc.set_cache_dir(None)
-
-
 @pytest.mark.parametrize("spec, shape", [
     ("net t { Conv(3, 3, padding=SAME, W_std=1.5, b_std=0.1); Relu; GlobalAvgPool; Dense(1) }",
      (4, 4, 2)),

@@ -812,8 +812,7 @@ def _tiles_in_threads(tiles, compute, store, threads: int) -> None:
     ex = ThreadPoolExecutor(threads, thread_name_prefix="ntkdsl-tile")
     pending: deque = deque()
     try:
-        todo = iter(tiles)
-        for tile in todo:
+        for tile in tiles:
             pending.append((tile, ex.submit(compute, tile)))
             if len(pending) >= 2 * threads:
                 tile0, fut = pending.popleft()
